@@ -1,0 +1,60 @@
+# The two commands of the quick start: `make train` and `make test`. Both set up .venv first when it is missing or
+# older than pyproject.toml. Pass Hydra overrides to train with ARGS, e.g. make train ARGS="model=ncl seed=1".
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup data train test test-slow test-all lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@if ! $(PY) -c 'import sys' >/dev/null 2>&1; then rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create/refresh .venv with the package and its dev tools
+
+data:  ## make sure Fashion-MNIST (the default dataset) is on this machine
+	@if ls data/fashion-mnist/*-idx?-ubyte* >/dev/null 2>&1 || ls $(FMNIST_SYSTEM_DIR)/*-idx?-ubyte* >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST found"; \
+	elif command -v apt-get >/dev/null 2>&1 && apt-cache policy dataset-fashion-mnist 2>/dev/null | grep -q Candidate; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y -qq dataset-fashion-mnist || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; }; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  $(MAKE) setup && $(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data/fashion-mnist', download=True)"; \
+	fi
+
+train: setup data  ## set up, then train the default experiment (ECL on Fashion-MNIST-LT, offline)
+	$(PY) -m ecl_lightning $(ARGS)
+
+test: setup  ## set up, then run the test suite (without the tests marked slow)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: setup  ## the slow tests only (end-to-end runs on the real Fashion-MNIST)
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+test-all: setup  ## every test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: setup  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean:  ## remove caches and build outputs (keeps .venv, data and logs)
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,142 @@
+"""Typed, validated views of the model's config groups, so a wrong key or value fails before any data is loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+REWEIGHT_RULES = ("ratio", "difference", "class_ema", "none")
+CONTRASTIVE = ("moco", "supcon", "none")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key (as a Hydra override path) and the allowed values."""
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+
+
+def _positive(key: str, value: float, strict: bool = False) -> None:
+    if value < 0 or (strict and value == 0):
+        raise ConfigError(f"{key}={value!r} must be {'> 0' if strict else '>= 0'}")
+
+
+def from_dict(cls, values: dict | None, prefix: str):
+    """Build dataclass `cls` from a plain dict; an unknown key raises ConfigError naming `prefix.key`."""
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; valid keys: {sorted(names)}")
+    return cls(**values)
+
+
+@dataclass
+class NetConfig:
+    backbone: str = "resnet_small"
+    backbone_kwargs: dict = field(default_factory=dict)
+    num_experts: int = 3
+    shared_stages: int = 0
+    head: str = "linear"
+    head_scale: float = 16.0
+    proj_dim: int = 128
+    proj_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ConfigError(f"model.net.num_experts={self.num_experts} must be >= 1")
+        _choice("model.net.head", self.head, ("linear", "cosine"))
+
+
+@dataclass
+class LossConfig:
+    tau: float = 1.0
+    hcm: bool = False
+    hcm_k: int = 30
+    hcm_mask: str = "neg_inf"
+    hcm_weight: float = 1.0
+    dist_head: bool = True
+    distill_into_label_head: bool = False
+    kd_weight: float = 0.6
+    kd_temperature: float = 1.0
+    detach_teacher: bool = True
+    reweight: str = "ratio"
+    reweight_gamma: float = 1.0
+    reweight_min: float = 0.1
+    reweight_max: float = 10.0
+    class_ema_momentum: float = 0.9
+    feat_weight: float = 1.0
+    feat_distance: str = "mse"
+    feat_target: str = "others_mean"
+    contrastive: str = "moco"
+    con_weight: float = 1.0
+    con_temperature: float = 0.2
+    moco_momentum: float = 0.999
+    queue_size: int = 1024
+    warmup_epochs: float = 5.0
+
+    def __post_init__(self) -> None:
+        _choice("model.loss.reweight", self.reweight, REWEIGHT_RULES)
+        _choice("model.loss.contrastive", self.contrastive, CONTRASTIVE)
+        _choice("model.loss.hcm_mask", self.hcm_mask, ("neg_inf", "zero"))
+        _choice("model.loss.feat_distance", self.feat_distance, ("mse", "cosine"))
+        _choice("model.loss.feat_target", self.feat_target, ("others_mean", "pairwise"))
+        for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "warmup_epochs", "tau"):
+            _positive(f"model.loss.{key}", getattr(self, key))
+        for key in ("kd_temperature", "con_temperature", "queue_size", "hcm_k"):
+            _positive(f"model.loss.{key}", getattr(self, key), strict=True)
+        if not 0 <= self.moco_momentum < 1:
+            raise ConfigError(f"model.loss.moco_momentum={self.moco_momentum} must be in [0, 1)")
+        if not 0 < self.reweight_min <= self.reweight_max:
+            raise ConfigError("model.loss.reweight_min must be > 0 and <= model.loss.reweight_max")
+        if self.reweight != "none" and not self.dist_head:
+            raise ConfigError(
+                f"model.loss.reweight={self.reweight!r} compares the label head with the distillation head, "
+                "so it needs model.loss.dist_head=true (or set model.loss.reweight=none)"
+            )
+        if self.kd_weight > 0 and not (self.dist_head or self.distill_into_label_head):
+            raise ConfigError(
+                "model.loss.kd_weight > 0 but there is no student: set model.loss.dist_head=true or "
+                "model.loss.distill_into_label_head=true (or model.loss.kd_weight=0)"
+            )
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 2e-4
+    base_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("model.optim.name", self.name, ("sgd", "adamw"))
+        _positive("model.optim.lr", self.lr, strict=True)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "multistep"
+    warmup_epochs: float = 5.0
+    milestones: list = field(default_factory=lambda: [320, 360])
+    gamma: float = 0.1
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("model.schedule.name", self.name, ("multistep", "cosine", "constant"))
+        _positive("model.schedule.warmup_epochs", self.warmup_epochs)
+
+
+@dataclass
+class EvalConfig:
+    many_threshold: int = 100
+    few_threshold: int = 20
+    n_bins: int = 15
+
+    def __post_init__(self) -> None:
+        if self.few_threshold > self.many_threshold:
+            raise ConfigError("model.eval.few_threshold must be <= model.eval.many_threshold")

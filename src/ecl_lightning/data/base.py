@@ -1,0 +1,191 @@
+"""The long-tail DataModule base: in-memory uint8 images, LT subset, two-view train set, loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
+
+
+class ImageArrayDataset(Dataset):
+    """(x, y) pairs from a uint8 (N, C, H, W) tensor, one transform per item."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: nn.Module) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i]), self.targets[i]
+
+
+class TwoViewDataset(ImageArrayDataset):
+    """(x1, x2, y): two augmented views of one image (query and key of the contrastive branch)."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, view1: nn.Module, view2: nn.Module) -> None:
+        super().__init__(images, targets, view1)
+        self.view2 = view2
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        img = self.images[i]
+        return self.transform(img), self.view2(img), self.targets[i]
+
+
+class LongTailDataModule(L.LightningDataModule):
+    """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
+
+    Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`
+    and `_transforms`.
+    """
+
+    name: str = "longtail"
+    num_classes: int
+    in_chans: int = 3
+    has_val: bool = False
+    default_n_max: int = 500
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        imbalance_factor: float = 100.0,
+        n_max: int | None = None,
+        download: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+        augment: bool = True,
+        val_per_class: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.imbalance_factor = float(imbalance_factor)
+        self.n_max = int(n_max) if n_max is not None else self.default_n_max
+        self.download = download
+        self.augment = augment
+        self.val_per_class = val_per_class if self.has_val else 0
+        # Fail on a bad profile at construction, not after loading the data.
+        self._counts = longtail_counts(self.n_max, self.num_classes, self.imbalance_factor)
+        self._ready = False
+
+    # ---- hooks for subclasses -------------------------------------------------------------------------
+    def _find_files(self) -> dict[str, Path]:
+        """Locate the dataset files; raise DatasetNotFoundError (listing every place looked) if absent."""
+        raise NotImplementedError
+
+    def _download(self) -> None:
+        """Fetch the dataset into data_dir (only called when download=True and the files are missing)."""
+        raise NotImplementedError
+
+    def _load_arrays(self, files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(train uint8 (N,C,H,W), train int64 (N,), test uint8 (M,C,H,W), test int64 (M,)) in file order."""
+        raise NotImplementedError
+
+    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(train view 1, train view 2, eval) transforms on uint8 CHW tensors."""
+        raise NotImplementedError
+
+    # ---- LightningDataModule API ----------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise DatasetNotFoundError now if the files are missing and download is off (cheap: no loading)."""
+        if not self.download:
+            self._find_files()
+
+    def prepare_data(self) -> None:
+        """Download only if `download` is set and the files are missing."""
+        if not self.download:
+            return
+        try:
+            self._find_files()
+        except FileNotFoundError:
+            self._download()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load all images once and select the long-tail train subset (and the val split); idempotent."""
+        if self._ready:
+            return
+        files = self._find_files()
+        train_x, train_y, test_x, test_y = self._load_arrays(files)
+        self.files = files
+        self.train_indices = select_longtail_indices(train_y, self._counts)
+        self.val_indices = (
+            balanced_holdout_indices(train_y, self.train_indices, self.val_per_class) if self.has_val else None
+        )
+        view1, view2, evaluate = self._transforms(self.augment)
+
+        def tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None):
+            x, y = (x[idx], y[idx]) if idx is not None else (x.copy(), y)  # copy: the reader's buffer is read-only
+            return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
+
+        self.train_set = TwoViewDataset(*tensors(train_x, train_y, self.train_indices), view1, view2)
+        self.val_set = (
+            ImageArrayDataset(*tensors(train_x, train_y, self.val_indices), evaluate) if self.has_val else None
+        )
+        self.test_set = ImageArrayDataset(*tensors(test_x, test_y), evaluate)
+        self._ready = True
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class of the long-tail train set (loads the data lazily)."""
+        self.setup()
+        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
+
+    def subset_info(self) -> dict:
+        """JSON-serialisable record of the subset (saved with the run so it can be reproduced)."""
+        self.setup()
+        return {
+            "dataset": self.name,
+            "num_classes": self.num_classes,
+            "imbalance_factor": self.imbalance_factor,
+            "n_max": self.n_max,
+            "class_counts": self.class_counts,
+            "train_indices": self.train_indices.tolist(),
+            "val_indices": None if self.val_indices is None else self.val_indices.tolist(),
+            "files": {key: str(path) for key, path in self.files.items()},
+        }
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (x1, x2, y) batches; drop_last keeps every batch full (the MoCo queue needs it)."""
+        self.setup()
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"the long-tail train set has {len(self.train_set)} images, fewer than data.batch_size="
+                f"{self.batch_size}; with drop_last=True an epoch would be empty"
+            )
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """(x, y) batches of the class-balanced val split; [] when the dataset has none (CIFAR-LT)."""
+        self.setup()
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """(x, y) batches of the balanced test set."""
+        self.setup()
+        return self._loader(self.test_set, self.eval_batch_size, train=False)

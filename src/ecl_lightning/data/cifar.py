@@ -1,0 +1,134 @@
+"""CIFAR-10-LT / CIFAR-100-LT from torchvision's extracted pickle batches, read by our own loader."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ecl_lightning.data.base import LongTailDataModule
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.transforms import cifar_transforms
+
+# folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
+LAYOUTS = {
+    10: (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    100: (
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "fine_labels",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+}
+
+
+def read_cifar_batch(path: str | Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR pickle batch into (uint8 (N, 3, 32, 32), int64 (N,)); keys may be bytes or str."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="bytes")
+    except Exception as err:  # unpickling garbage raises almost anything (UnpicklingError, EOFError, ValueError...)
+        raise DatasetFormatError(f"{path}: not a readable CIFAR pickle batch ({type(err).__name__}: {err})") from err
+    if not isinstance(entry, dict):
+        raise DatasetFormatError(f"{path}: expected a dict, found {type(entry).__name__}")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    for key in ("data", label_key):
+        if key not in entry:
+            raise DatasetFormatError(f"{path}: key '{key}' missing (keys: {sorted(entry)})")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetFormatError(f"{path}: 'data' has shape {data.shape}, expected (N, 3072)")
+    if len(data) != len(labels):
+        raise DatasetFormatError(f"{path}: {len(data)} images but {len(labels)} labels in '{label_key}'")
+    if data.dtype != np.uint8:
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise DatasetFormatError(f"{path}: pixel values outside 0..255")
+        data = data.astype(np.uint8)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetFormatError(f"{path}: label {labels.max()} out of range 0..{num_classes - 1}")
+    return data.reshape(-1, 3, 32, 32), labels  # rows are channel-major (R plane, G plane, B plane)
+
+
+class CIFARLTDataModule(LongTailDataModule):
+    """CIFAR-10-LT / CIFAR-100-LT (num_classes 10 or 100); no val split: report the last epoch (SPEC 1)."""
+
+    has_val = False
+    in_chans = 3
+
+    def __init__(
+        self,
+        data_dir: str,
+        num_classes: int = 10,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        imbalance_factor: float = 100.0,
+        n_max: int | None = None,
+        download: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+        augment: bool = True,
+    ) -> None:
+        if num_classes not in LAYOUTS:
+            raise ValueError(f"data.num_classes must be 10 or 100 for CIFAR, got {num_classes}")
+        self.num_classes = num_classes
+        self.name = f"cifar{num_classes}_lt"
+        self.default_n_max = 5000 if num_classes == 10 else 500
+        super().__init__(
+            data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            imbalance_factor=imbalance_factor,
+            n_max=n_max,
+            download=download,
+            persistent_workers=persistent_workers,
+            eval_batch_size=eval_batch_size,
+            augment=augment,
+        )
+
+    def search_dirs(self) -> list[Path]:
+        """Directories searched, in order: torchvision's folder inside data_dir, then data_dir itself."""
+        return [self.data_dir / LAYOUTS[self.num_classes][0], self.data_dir]
+
+    def _find_files(self) -> dict[str, Path]:
+        folder, train_names, test_names, _, url = LAYOUTS[self.num_classes]
+        names = (*train_names, *test_names)
+        for directory in self.search_dirs():
+            if all((directory / n).is_file() for n in names):
+                return {n: directory / n for n in names}
+        looked = "\n".join(f"  - {d}" for d in self.search_dirs())
+        raise DatasetNotFoundError(
+            f"CIFAR-{self.num_classes} files ({', '.join(names)}) not found in:\n{looked}\n"
+            "Get them with one of:\n"
+            "  - set data.download=true when online (torchvision download into data_dir);\n"
+            f"  - download {url} and extract it in {self.data_dir} (giving {self.data_dir / folder})."
+        )
+
+    def _download(self) -> None:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR10 if self.num_classes == 10 else CIFAR100)(root=str(self.data_dir), train=True, download=True)
+
+    def _load_arrays(self, files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        _, train_names, test_names, label_key, _ = LAYOUTS[self.num_classes]
+
+        def read(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+            parts = [read_cifar_batch(files[n], label_key, self.num_classes) for n in names]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+        return (*read(train_names), *read(test_names))
+
+    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return cifar_transforms(augment)

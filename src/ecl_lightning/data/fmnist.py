@@ -1,0 +1,140 @@
+"""Fashion-MNIST-LT: the four IDX files, read by a small numpy reader; a class-balanced val split."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ecl_lightning.data.base import LongTailDataModule
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.transforms import fmnist_transforms
+
+# Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
+SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x0803: ubyte, 3 dims; 0x0801: ubyte, 1 dim
+
+
+def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
+    """Read an IDX ubyte file (gzipped or not) into a uint8 array, checking magic number, dims and size."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut-off gzip stream an EOFError
+        raise DatasetFormatError(f"{path}: cannot read the file ({err}); re-download it") from err
+    if len(raw) < 4:
+        raise DatasetFormatError(f"{path}: {len(raw)} bytes, too short to be an IDX file")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise DatasetFormatError(f"{path}: IDX magic number {magic}, expected {expected_magic}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetFormatError(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise DatasetFormatError(
+            f"{path}: header announces dims {dims} ({size} bytes of data) but the file holds "
+            f"{len(raw) - header}; the file is truncated or corrupt, re-download it"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC).astype(np.int64)
+    if images.shape[1:] != (28, 28):
+        raise DatasetFormatError(f"{images_path}: images are {images.shape[1:]}, expected 28x28")
+    if len(images) != len(labels):
+        raise DatasetFormatError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    if len(labels) and labels.max() >= 10:
+        raise DatasetFormatError(f"{labels_path}: label {labels.max()} out of range 0..9")
+    return images[:, None], labels  # (N, 1, 28, 28)
+
+
+class FashionMNISTLTDataModule(LongTailDataModule):
+    """Fashion-MNIST-LT: counts n_max ... n_max/IF (600 ... 6 by default), val from unused train images."""
+
+    name = "fmnist_lt"
+    num_classes = 10
+    in_chans = 1
+    has_val = True
+    default_n_max = 600
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        imbalance_factor: float = 100.0,
+        n_max: int = 600,
+        download: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+        augment: bool = True,
+        val_per_class: int = 100,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            imbalance_factor=imbalance_factor,
+            n_max=n_max,
+            download=download,
+            persistent_workers=persistent_workers,
+            eval_batch_size=eval_batch_size,
+            augment=augment,
+            val_per_class=val_per_class,
+        )
+
+    def search_dirs(self) -> list[Path]:
+        """Searched in order: data_dir, torchvision's layout inside it, the system package dirs."""
+        return [self.data_dir, self.data_dir / "FashionMNIST" / "raw", *(Path(d) for d in SYSTEM_DIRS)]
+
+    def _find_files(self) -> dict[str, Path]:
+        for directory in self.search_dirs():
+            found = {}
+            for key, stem in IDX_FILES.items():
+                path = next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
+                if path is None:
+                    break
+                found[key] = path
+            else:
+                return found
+        looked = "\n".join(f"  - {d}" for d in self.search_dirs())
+        names = ", ".join(f"{stem}.gz" for stem in IDX_FILES.values())
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST IDX files not found. Looked for {names} (or un-gzipped) in:\n{looked}\n"
+            "Get them with one of:\n"
+            "  - `apt-get install dataset-fashion-mnist` (Debian/Ubuntu package, read from its directory);\n"
+            f"  - put the four IDX files in {self.data_dir};\n"
+            "  - set data.download=true when online (torchvision download into data_dir)."
+        )
+
+    def _download(self) -> None:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(root=str(self.data_dir), train=True, download=True)
+
+    def _load_arrays(self, files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        train_x, train_y = _read_split(files["train_images"], files["train_labels"])
+        test_x, test_y = _read_split(files["test_images"], files["test_labels"])
+        return train_x, train_y, test_x, test_y
+
+    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return fmnist_transforms(augment)

@@ -1,0 +1,34 @@
+"""ECL losses: pure tensor functions (see docs/method.md for each formula)."""
+
+from ecl_lightning.losses.classification import HCM_MASKS, balanced_softmax_loss, hard_category_mining_loss
+from ecl_lightning.losses.contrastive import moco_loss, supcon_loss
+from ecl_lightning.losses.distillation import (
+    REWEIGHT_RULES,
+    class_ema_update,
+    class_ema_weights,
+    distillation_weights,
+    ensemble_teacher,
+    kd_loss,
+    normalize_weights,
+)
+from ecl_lightning.losses.feature import FEAT_DISTANCES, FEAT_TARGETS, feature_distillation_loss
+from ecl_lightning.losses.schedules import linear_ramp
+
+__all__ = [
+    "FEAT_DISTANCES",
+    "FEAT_TARGETS",
+    "HCM_MASKS",
+    "REWEIGHT_RULES",
+    "balanced_softmax_loss",
+    "class_ema_update",
+    "class_ema_weights",
+    "distillation_weights",
+    "ensemble_teacher",
+    "feature_distillation_loss",
+    "hard_category_mining_loss",
+    "kd_loss",
+    "linear_ramp",
+    "moco_loss",
+    "normalize_weights",
+    "supcon_loss",
+]

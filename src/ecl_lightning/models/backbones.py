@@ -1,0 +1,190 @@
+"""Backbone trunks (stem -> stages -> global average pool), built by name from a registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+
+class Trunk(nn.Module):
+    """A CNN split as stem -> stages -> global average pool, so that the first stages can be shared."""
+
+    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], out_dim: int):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return global_pool(x)
+
+
+def global_pool(x: Tensor) -> Tensor:
+    """[B, C, H, W] -> [B, C] spatial mean."""
+    return x.mean(dim=(2, 3))
+
+
+# ----------------------------------------------------------------------------- CIFAR-style ResNets
+
+
+class PadShortcut(nn.Module):
+    """He et al. (2016) option-A shortcut: subsample by stride, zero-pad channels (as in LDAM/NCL)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        extra = planes - in_planes
+        self.pad = (extra // 2, extra - extra // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, *self.pad))
+
+
+class BasicBlock(nn.Module):
+    """3x3 -> 3x3 residual block; shortcut "A" (zero-pad) or "B" (1x1 conv + BN) where the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.shortcut = PadShortcut(in_planes, planes, stride)
+            elif shortcut == "B":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
+            else:
+                raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def cifar_resnet(
+    widths: Sequence[int],
+    blocks: Sequence[int],
+    strides: Sequence[int],
+    in_chans: int = 3,
+    shortcut: str = "A",
+) -> Trunk:
+    """A CIFAR-style ResNet: 3x3 conv stem (width widths[0]) + one stage of BasicBlocks per width."""
+    if not len(widths) == len(blocks) == len(strides):
+        raise ValueError(f"widths {widths}, blocks {blocks} and strides {strides} must have the same length")
+    stem = nn.Sequential(
+        nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+    )
+    stages, in_planes = [], widths[0]
+    for width, n, stride in zip(widths, blocks, strides, strict=True):
+        layers = []
+        for i in range(n):
+            layers.append(BasicBlock(in_planes, width, stride if i == 0 else 1, shortcut))
+            in_planes = width
+        stages.append(nn.Sequential(*layers))
+    trunk = Trunk(stem, stages, out_dim=in_planes)
+    _init_weights(trunk)
+    return trunk
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def resnet32(in_chans: int = 3, width: int = 1, shortcut: str = "A") -> Trunk:
+    """CIFAR ResNet-32 (He et al. 2016): 3 stages x 5 BasicBlocks, widths 16/32/64 (x width), option A."""
+    return cifar_resnet([16 * width, 32 * width, 64 * width], [5, 5, 5], [1, 2, 2], in_chans, shortcut)
+
+
+def resnet_small(
+    in_chans: int = 1,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: Sequence[int] = (1, 1, 1),
+    strides: Sequence[int] = (1, 2, 2),
+    shortcut: str = "B",
+) -> Trunk:
+    """A small ResNet for 28x28 grey input (Fashion-MNIST): 3x3 stem, one BasicBlock per stage by default."""
+    return cifar_resnet(list(widths), list(blocks), list(strides), in_chans, shortcut)
+
+
+# ----------------------------------------------------------------------------- torchvision ResNets
+
+
+def _torchvision_trunk(arch: str, in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
+    """torchvision `arch` cut into stem (conv1, bn1, relu, maxpool) + layer1..4; fc dropped."""
+    net = getattr(torchvision.models, arch)(weights=None)
+    if in_chans != 3:
+        net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if pretrained_path is not None:
+        _load_torchvision_state(net, pretrained_path)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+    return Trunk(stem, [net.layer1, net.layer2, net.layer3, net.layer4], out_dim=net.fc.in_features)
+
+
+def _load_torchvision_state(net: nn.Module, path: str) -> None:
+    """Load a torchvision-format state_dict, strict on every key except fc.*."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"pretrained_path {path!r} does not exist: give a torchvision-format state_dict file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k])
+    if missing or unexpected or mismatched:
+        raise RuntimeError(
+            f"{path}: not a torchvision state_dict for this backbone: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+            f"{len(mismatched)} shape mismatches {mismatched[:3]}"
+        )
+    net.load_state_dict(state, strict=False)  # strict on the trunk keys (checked above); fc stays at init
+
+
+def resnet50(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
+    return _torchvision_trunk("resnet50", in_chans, pretrained_path)
+
+
+def resnext50_32x4d(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
+    return _torchvision_trunk("resnext50_32x4d", in_chans, pretrained_path)
+
+
+def resnet152(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
+    return _torchvision_trunk("resnet152", in_chans, pretrained_path)
+
+
+BACKBONES: dict[str, Callable[..., Trunk]] = {
+    "resnet32": resnet32,
+    "resnet_small": resnet_small,
+    "resnet50": resnet50,
+    "resnext50_32x4d": resnext50_32x4d,
+    "resnet152": resnet152,
+}
+
+
+def build_trunk(name: str, in_chans: int = 3, **kwargs) -> Trunk:
+    """Build a registered trunk by name; unknown names raise ValueError listing the registry."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[name](in_chans=in_chans, **kwargs)

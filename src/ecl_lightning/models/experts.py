@@ -1,0 +1,102 @@
+"""The multi-expert network: K trunks (optionally sharing stem + first stages), each with label,
+distillation and projection heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import build_trunk, global_pool
+from .heads import build_head
+
+
+class ExpertBranch(nn.Module):
+    """The per-expert part of a trunk: its remaining stages, then global average pooling."""
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_pool(self.layers(x))
+
+
+def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    """MoCo v2 projection MLP: in -> hidden -> ReLU -> out (no BN)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+def expert_features(shared: nn.Module, branches: nn.ModuleList, x: Tensor) -> Tensor:
+    """[B, ...] images -> [K, B, F] pooled features; the shared part runs once."""
+    h = shared(x)
+    return torch.stack([branch(h) for branch in branches])
+
+
+def project_features(projectors: nn.ModuleList, feats: Tensor) -> Tensor:
+    """[K, B, F] features -> [K, B, d] L2-normalised embeddings, expert k through projector k."""
+    return F.normalize(torch.stack([p(f) for p, f in zip(projectors, feats, strict=True)]), dim=-1)
+
+
+class MultiExpertNet(nn.Module):
+    """K experts; stem + first `shared_stages` stages shared (0 = fully separate trunks, as in NCL)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        num_experts: int = 3,
+        shared_stages: int = 0,
+        in_chans: int = 3,
+        head: str = "linear",
+        head_scale: float = 16.0,
+        dist_head: bool = True,
+        proj_dim: int = 128,
+        proj_hidden: int | None = None,
+        backbone_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        trunks = [build_trunk(backbone, in_chans=in_chans, **(backbone_kwargs or {})) for _ in range(num_experts)]
+        n_stages = len(trunks[0].stages)
+        if not 0 <= shared_stages < n_stages:
+            raise ValueError(
+                f"shared_stages must be in [0, {n_stages - 1}] for backbone {backbone!r} "
+                f"({n_stages} stages, at least one must stay per expert), got {shared_stages}"
+            )
+        self.num_experts, self.num_classes, self.feat_dim = num_experts, num_classes, trunks[0].out_dim
+        self.shared_stages = shared_stages
+
+        # Shared part taken from trunk 0; each expert keeps only its layers after it (the rest is dropped).
+        n_shared = 1 + shared_stages if shared_stages > 0 else 0  # the stem counts as one layer
+        layers = [[t.stem, *t.stages] for t in trunks]
+        self.shared = nn.Sequential(*layers[0][:n_shared])
+        self.branches = nn.ModuleList(ExpertBranch(ls[n_shared:]) for ls in layers)
+
+        F_, K = self.feat_dim, num_experts
+        self.heads = nn.ModuleList(build_head(head, F_, num_classes, head_scale) for _ in range(K))
+        self.dist_heads = (
+            nn.ModuleList(build_head(head, F_, num_classes, head_scale) for _ in range(K)) if dist_head else None
+        )
+        self.projectors = nn.ModuleList(projector(F_, proj_hidden or F_, proj_dim) for _ in range(K))
+
+    def features(self, x: Tensor) -> Tensor:
+        """[B, C, H, W] -> [K, B, F] pooled features."""
+        return expert_features(self.shared, self.branches, x)
+
+    def classify(self, feats: Tensor) -> tuple[Tensor, Tensor | None]:
+        """[K, B, F] -> label logits [K, B, C] and distillation logits [K, B, C] (None without dist heads)."""
+        logits = torch.stack([g(f) for g, f in zip(self.heads, feats, strict=True)])
+        if self.dist_heads is None:
+            return logits, None
+        return logits, torch.stack([h(f) for h, f in zip(self.dist_heads, feats, strict=True)])
+
+    def project(self, feats: Tensor) -> Tensor:
+        """[K, B, F] -> [K, B, proj_dim], L2-normalised."""
+        return project_features(self.projectors, feats)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor | None]:
+        feats = self.features(x)
+        logits, dist_logits = self.classify(feats)
+        return {"feats": feats, "logits": logits, "dist_logits": dist_logits}

@@ -1,0 +1,81 @@
+"""MoCo v2 pieces, per expert: the momentum (EMA) key encoder, the key queue, and a cross-process gather."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .experts import MultiExpertNet, expert_features, project_features
+
+
+class MomentumEncoder(nn.Module):
+    """EMA copy of a MultiExpertNet's trunks AND projectors (NCL leaves its projector at random init)."""
+
+    def __init__(self, net: MultiExpertNet, momentum: float = 0.999):
+        super().__init__()
+        self.momentum = momentum
+        self.shared = copy.deepcopy(net.shared)
+        self.branches = copy.deepcopy(net.branches)
+        self.projectors = copy.deepcopy(net.projectors)
+        self.requires_grad_(False)
+
+    @staticmethod
+    def _parts(m: nn.Module) -> nn.ModuleList:
+        return nn.ModuleList([m.shared, m.branches, m.projectors])
+
+    @torch.no_grad()
+    def update(self, net: MultiExpertNet) -> None:
+        """ema <- m * ema + (1 - m) * online for parameters; buffers (BN running stats) copied."""
+        ema, online = self._parts(self), self._parts(net)
+        ema_params = list(ema.parameters())
+        online_params = [p.detach() for p in online.parameters()]
+        # One fused kernel per dtype/device instead of a Python loop over hundreds of tensors.
+        torch._foreach_lerp_(ema_params, online_params, 1.0 - self.momentum)
+        for b_ema, b in zip(ema.buffers(), online.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, C, H, W] -> keys [K, B, d], L2-normalised."""
+        return project_features(self.projectors, expert_features(self.shared, self.branches, x))
+
+
+class KeyQueue(nn.Module):
+    """Per-expert FIFO of past keys and their labels (-1 = empty slot); buffers, so it is checkpointed."""
+
+    def __init__(self, num_experts: int, dim: int, size: int):
+        super().__init__()
+        self.size = size
+        self.register_buffer("keys", F.normalize(torch.randn(num_experts, size, dim), dim=-1))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, labels: Tensor) -> None:
+        """Write keys [K, B, d] and labels [B] at ptr and advance it, wrapping around."""
+        batch = keys.shape[1]
+        if self.size % batch != 0:
+            raise ValueError(
+                f"the queue size ({self.size}) must be a multiple of the global batch ({batch}): "
+                "change the queue size or the batch size, and use drop_last=True for training"
+            )
+        # Indices on the device: no host sync on ptr.
+        idx = (self.ptr + torch.arange(batch, device=self.ptr.device)) % self.size
+        self.keys[:, idx] = keys.to(self.keys.dtype)
+        self.labels[idx] = labels.to(self.labels.dtype)
+        self.ptr.copy_((self.ptr + batch) % self.size)
+
+
+@torch.no_grad()
+def concat_all_gather(t: Tensor, dim: int = 0) -> Tensor:
+    """All-gather `t` across processes and concatenate along `dim` (no grad; keys [K, B, d] need dim=1).
+    Identity when torch.distributed is not initialised."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out, dim=dim)

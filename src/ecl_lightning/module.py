@@ -1,0 +1,321 @@
+"""ECLModule: the multi-expert network, the ECL losses and the long-tail metrics wired into Lightning.
+
+The tensor math lives in `ecl_lightning.losses` (pure functions) and `ecl_lightning.models`; this file is glue.
+CE, Balanced Softmax and NCL are configurations of this one module (conf/model/*.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ecl_lightning.config import (
+    ConfigError,
+    EvalConfig,
+    LossConfig,
+    NetConfig,
+    OptimConfig,
+    ScheduleConfig,
+    from_dict,
+)
+from ecl_lightning.losses import (
+    balanced_softmax_loss,
+    class_ema_update,
+    class_ema_weights,
+    distillation_weights,
+    ensemble_teacher,
+    feature_distillation_loss,
+    hard_category_mining_loss,
+    kd_loss,
+    linear_ramp,
+    moco_loss,
+    normalize_weights,
+    supcon_loss,
+)
+from ecl_lightning.metrics import LongTailMetrics
+from ecl_lightning.models import KeyQueue, MomentumEncoder, MultiExpertNet, concat_all_gather
+from ecl_lightning.optim import build_optimizer, lr_factor, scaled_lr
+
+
+class ECLModule(L.LightningModule):
+    """Trains K experts with label, (re-weighted) distillation, feature and contrastive losses; evaluates per split.
+
+    All arguments are plain values/dicts (what Hydra hands over with `_convert_: all`), so checkpoints load with
+    `weights_only=True`. `class_counts` (training images per class) fixes the prior and the shot splits.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[int] | None = None,
+        in_chans: int = 3,
+        net: dict | None = None,
+        loss: dict | None = None,
+        optim: dict | None = None,
+        schedule: dict | None = None,
+        eval: dict | None = None,  # noqa: A002 - the config group's name
+    ) -> None:
+        super().__init__()
+        if class_counts is not None:
+            class_counts = [int(c) for c in class_counts]
+            if len(class_counts) != num_classes:
+                raise ConfigError(f"class_counts has {len(class_counts)} entries, expected num_classes={num_classes}")
+        self.save_hyperparameters()
+        self.net_cfg = from_dict(NetConfig, net, "model.net")
+        self.loss_cfg = from_dict(LossConfig, loss, "model.loss")
+        self.optim_cfg = from_dict(OptimConfig, optim, "model.optim")
+        self.schedule_cfg = from_dict(ScheduleConfig, schedule, "model.schedule")
+        self.eval_cfg = from_dict(EvalConfig, eval, "model.eval")
+        self.num_classes = num_classes
+
+        n = self.net_cfg
+        self.net = MultiExpertNet(
+            backbone=n.backbone,
+            num_classes=num_classes,
+            num_experts=n.num_experts,
+            shared_stages=n.shared_stages,
+            in_chans=in_chans,
+            head=n.head,
+            head_scale=n.head_scale,
+            dist_head=self.loss_cfg.dist_head,
+            proj_dim=n.proj_dim,
+            proj_hidden=n.proj_hidden,
+            backbone_kwargs=n.backbone_kwargs,
+        )
+        self.num_experts = n.num_experts
+        c = self.loss_cfg
+        self.use_contrastive = c.contrastive != "none" and c.con_weight > 0
+        if self.use_contrastive:
+            self.momentum_encoder = MomentumEncoder(self.net, momentum=c.moco_momentum)
+            self.queue = KeyQueue(n.num_experts, n.proj_dim, c.queue_size)
+        # Registered here (not in setup) so load_from_checkpoint restores them without a datamodule.
+        self.register_buffer("log_prior", torch.zeros(num_classes))
+        if c.reweight == "class_ema":
+            self.register_buffer("class_ema", torch.ones(n.num_experts, num_classes))
+
+        heads = ["ensemble"] + ([f"expert{k + 1}" for k in range(n.num_experts)] if n.num_experts > 1 else [])
+        make = partial(
+            LongTailMetrics,
+            num_classes,
+            many_threshold=self.eval_cfg.many_threshold,
+            few_threshold=self.eval_cfg.few_threshold,
+            n_bins=self.eval_cfg.n_bins,
+        )
+        self.val_metrics = nn.ModuleDict({h: make() for h in heads})
+        self.test_metrics = nn.ModuleDict({h: make() for h in heads})
+        if class_counts is not None:
+            self.set_class_counts(class_counts)
+        self.test_results: dict[str, float] = {}
+        self.test_per_class: dict[str, list[float]] = {}
+
+    # ----------------------------------------------------------------------------------------------------- set-up
+    def set_class_counts(self, class_counts: Sequence[int]) -> None:
+        """Fill the log prior and the metrics' shot splits from the training class counts."""
+        counts = torch.as_tensor(list(class_counts), dtype=torch.float64).clamp(min=1)  # an empty class: no -inf
+        self.log_prior.copy_((counts / counts.sum()).log().float())
+        for metrics in (self.val_metrics, self.test_metrics):
+            for m in metrics.values():
+                m.set_class_counts(list(class_counts))
+
+    def on_fit_start(self) -> None:
+        if self.use_contrastive:
+            global_batch = self._global_batch_size()
+            if global_batch and self.loss_cfg.queue_size % global_batch:
+                raise ConfigError(
+                    f"model.loss.queue_size={self.loss_cfg.queue_size} must be a multiple of the global batch "
+                    f"size {global_batch} (data.batch_size x processes)"
+                )
+
+    def on_train_start(self) -> None:
+        for m in self.val_metrics.values():  # the sanity check must not leak into epoch-0 numbers
+            m.reset()
+
+    # ----------------------------------------------------------------------------------------------------- train
+    def forward(self, x: Tensor) -> Tensor:
+        """Ensemble prediction: mean of the experts' label-head logits."""
+        return self.net(x)["logits"].mean(0)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x1, x2, y = batch
+        c = self.loss_cfg
+        out = self.net(x1)
+        logits, dist_logits, feats = out["logits"], out.get("dist_logits"), out["feats"]
+        lp = self.log_prior
+        k_range = range(self.num_experts)
+        ramp = linear_ramp(self._epoch_float(), c.warmup_epochs)
+
+        terms: dict[str, Tensor] = {}  # unweighted, summed over experts
+        weights: dict[str, float] = {}
+        terms["label"] = sum(balanced_softmax_loss(logits[k], y, lp, c.tau) for k in k_range)
+        weights["label"] = 1.0
+        if c.hcm:
+            mining = logits.detach().mean(0)
+            terms["hcm"] = sum(
+                hard_category_mining_loss(logits[k], y, lp, mining, c.hcm_k, c.tau, c.hcm_mask) for k in k_range
+            )
+            weights["hcm"] = c.hcm_weight
+        if self.num_experts > 1 and c.kd_weight > 0:
+            terms["kd"] = self._distillation_loss(logits, dist_logits, y)
+            weights["kd"] = ramp * c.kd_weight
+        if self.num_experts > 1 and c.feat_weight > 0:
+            terms["feat"] = feature_distillation_loss(feats, c.feat_distance, c.feat_target).sum()
+            weights["feat"] = ramp * c.feat_weight
+        if self.use_contrastive:
+            terms["con"] = self._contrastive_loss(feats, x2, y)
+            weights["con"] = c.con_weight
+
+        loss = sum(weights[name] * term for name, term in terms.items())
+        if not torch.isfinite(loss):
+            bad = [name for name, term in terms.items() if not torch.isfinite(term)]
+            raise FloatingPointError(
+                f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}): "
+                f"term(s) {bad or list(terms)}; lower model.optim.lr or check the data"
+            )
+
+        bs = y.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/loss_{name}": term.detach() for name, term in terms.items()}, batch_size=bs)
+        self.log("train/ramp", ramp, batch_size=bs)
+        with torch.no_grad():
+            acc = (logits.mean(0).argmax(-1) == y).float().mean()
+        self.log("train/acc", acc, prog_bar=True, batch_size=bs)
+        return loss
+
+    def _distillation_loss(self, logits: Tensor, dist_logits: Tensor | None, y: Tensor) -> Tensor:
+        """Online distillation from the other experts' ensemble into each expert's student head(s)."""
+        c, lp = self.loss_cfg, self.log_prior
+        teacher = ensemble_teacher(logits, lp, c.kd_temperature, detach=c.detach_teacher)
+        total = logits.new_zeros(())
+        raw_means, raw_stds = [], []
+        for k in range(self.num_experts):
+            if c.dist_head:
+                w = self._kd_weights(k, logits[k], dist_logits[k], y)
+                if w is not None:
+                    raw_means.append(w.mean())
+                    raw_stds.append(w.std(unbiased=False))
+                    w = normalize_weights(w, self._mean_across_processes(w.mean()))
+                total = total + kd_loss(dist_logits[k], teacher[k], lp, c.kd_temperature, w)
+            if c.distill_into_label_head:
+                total = total + kd_loss(logits[k], teacher[k], lp, c.kd_temperature)
+        if raw_means:
+            self.log("train/kd_weight_mean", torch.stack(raw_means).mean(), batch_size=y.shape[0])
+            self.log("train/kd_weight_std", torch.stack(raw_stds).mean(), batch_size=y.shape[0])
+        return total
+
+    def _kd_weights(self, k: int, z: Tensor, s: Tensor, y: Tensor) -> Tensor | None:
+        """Per-sample distillation weights of expert k (before normalisation); None for reweight=none."""
+        c, lp = self.loss_cfg, self.log_prior
+        if c.reweight == "none":
+            return None
+        if c.reweight == "class_ema":
+            z_all, s_all, y_all = (self._gather_batch(t.detach()) for t in (z, s, y))
+            with torch.no_grad():
+                self.class_ema[k] = class_ema_update(
+                    self.class_ema[k], z_all, s_all, y_all, lp, c.class_ema_momentum, c.kd_temperature
+                )
+            return class_ema_weights(self.class_ema[k], y, c.reweight_min, c.reweight_max)
+        return distillation_weights(
+            z, s, y, lp, c.reweight, c.reweight_gamma, c.reweight_min, c.reweight_max, c.kd_temperature
+        )
+
+    def _contrastive_loss(self, feats: Tensor, x2: Tensor, y: Tensor) -> Tensor:
+        """MoCo (or SupCon) per expert: queries from view 1, keys of view 2 from the momentum encoder, the queue."""
+        c = self.loss_cfg
+        q = self.net.project(feats)
+        with torch.no_grad():
+            self.momentum_encoder.update(self.net)
+            keys = self.momentum_encoder(x2)
+        queue = self.queue.keys.clone()
+        if c.contrastive == "moco":
+            loss = sum(moco_loss(q[k], keys[k], queue[k], c.con_temperature) for k in range(self.num_experts))
+        else:
+            queue_labels = self.queue.labels.clone()
+            loss = sum(
+                supcon_loss(q[k], keys[k], queue[k], y, queue_labels, c.con_temperature)
+                for k in range(self.num_experts)
+            )
+        # Keys of every process enter every queue (MoCo's concat_all_gather): gather along the batch dimension.
+        all_keys = concat_all_gather(keys.float(), dim=1)
+        self.queue.enqueue(all_keys, concat_all_gather(y))
+        return loss
+
+    # -------------------------------------------------------------------------------------------------- evaluate
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
+        x, y = batch
+        logits = self.net(x)["logits"].float()
+        metrics["ensemble"].update(logits.mean(0), y)
+        if self.num_experts > 1:
+            for k in range(self.num_experts):
+                metrics[f"expert{k + 1}"].update(logits[k], y)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        results = self._log_metrics("test", self.test_metrics, keep_per_class=True)
+        self.test_results = {k: float(v) for k, v in results.items()}
+
+    def _log_metrics(self, stage: str, metrics: nn.ModuleDict, keep_per_class: bool = False) -> dict[str, Tensor]:
+        results: dict[str, Tensor] = {}
+        for head, metric in metrics.items():
+            prefix = f"{stage}/" if head == "ensemble" else f"{stage}/{head}/"
+            for key, value in metric.compute().items():
+                results[prefix + key] = value.float()
+            if keep_per_class:
+                self.test_per_class[head] = metric.per_class_accuracy().tolist()
+            metric.reset()
+        # Values are already reduced across processes by the metrics themselves.
+        self.log_dict(results, sync_dist=False)
+        return results
+
+    # ------------------------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        lr = scaled_lr(self.optim_cfg, self._global_batch_size())
+        optimizer = build_optimizer(self.net.parameters(), self.optim_cfg, lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        max_epochs = self.trainer.max_epochs or 0
+        steps_per_epoch = total / max_epochs if max_epochs > 0 else max(self._steps_per_epoch(), 1)
+        schedule = partial(
+            lr_factor, steps_per_epoch=steps_per_epoch, total_steps=total, cfg=self.schedule_cfg, base_lr=lr
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------------------------- helpers
+    def _steps_per_epoch(self) -> int:
+        batches = self.trainer.num_training_batches
+        if not isinstance(batches, int) or batches == float("inf"):
+            return 1
+        return math.ceil(batches / self.trainer.accumulate_grad_batches)
+
+    def _epoch_float(self) -> float:
+        """Training progress in (fractional) epochs, derived from the global step so a resume continues the ramps."""
+        return self.global_step / max(self._steps_per_epoch(), 1)
+
+    def _global_batch_size(self) -> int | None:
+        dm = getattr(self.trainer, "datamodule", None)
+        batch = getattr(dm, "batch_size", None)
+        if batch is None:
+            return None
+        return int(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def _mean_across_processes(self, value: Tensor) -> Tensor:
+        if self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(value.detach(), reduce_op="mean")
+        return value.detach()
+
+    def _gather_batch(self, t: Tensor) -> Tensor:
+        if self.trainer.world_size > 1:
+            return self.all_gather(t).flatten(0, 1)
+        return t

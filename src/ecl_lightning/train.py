@@ -1,0 +1,135 @@
+"""Training entry: instantiate data, model, callbacks, loggers and trainer from the config; fit; test once; report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, open_dict
+
+from ecl_lightning.utils import (
+    check_launch,
+    configure_wandb,
+    instantiate,
+    instantiate_callbacks,
+    instantiate_loggers,
+    results_table,
+    save_resolved_config,
+    write_json,
+)
+
+log = logging.getLogger("ecl_lightning")
+
+
+def build(cfg: DictConfig):
+    """Build datamodule, model and trainer; every config and data error is raised here, before training."""
+    check_launch(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    log.info("Data: %s", cfg.data._target_)
+    datamodule = instantiate(cfg.data)
+    datamodule.check()  # a missing dataset ends the run here, with where it looked and how to get it
+    class_counts = datamodule.class_counts
+    log.info(
+        "Long-tailed train set: %d images, %d classes, counts %d ... %d",
+        sum(class_counts), len(class_counts), max(class_counts), min(class_counts),
+    )  # fmt: skip
+
+    model = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        in_chans=datamodule.in_chans,
+        class_counts=class_counts,
+    )
+
+    with open_dict(cfg):
+        if not datamodule.has_val:
+            # No val split without changing the benchmark: train blind, report the last epoch (SPEC section 1).
+            log.info(
+                "%s has no validation split: the reported test numbers are the last epoch's.",
+                cfg.data._target_,
+            )
+            cfg.trainer.limit_val_batches = 0
+            cfg.trainer.num_sanity_val_steps = 0
+            if cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):
+                cfg.callbacks.model_checkpoint.monitor = None
+                cfg.callbacks.model_checkpoint.filename = "last_epoch_{epoch:03d}"
+    configure_wandb(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test once; write config.yaml, data_subset.json, metrics.json and per_class.json in the run dir."""
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule, model, trainer = build(cfg)
+    save_resolved_config(cfg, output_dir)
+    if trainer.is_global_zero:
+        write_json(output_dir / "data_subset.json", datamodule.subset_info())
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": _plain(cfg)})
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("test", True):
+        ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
+        log.info("Testing the %s weights%s", which, f" ({ckpt_path})" if ckpt_path else "")
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = dict(model.test_results)
+        best = _best_val(trainer)
+        if best is not None:
+            metrics["val/acc_best"] = best
+        if trainer.is_global_zero:
+            write_json(output_dir / "metrics.json", metrics)
+            write_json(
+                output_dir / "per_class.json",
+                {"class_counts": list(datamodule.class_counts), "tested": which, **model.test_per_class},
+            )
+            table = results_table(metrics)
+            log.info("Test results (%s weights), run dir %s\n%s", which, output_dir, table)
+            print(f"\nTest results ({which} weights) -> {output_dir / 'metrics.json'}\n{table}\n", flush=True)
+
+    _finish_wandb(trainer)
+    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {**val_metrics, **metrics}
+
+
+def _test_checkpoint(trainer: L.Trainer, has_val: bool) -> tuple[str | None, str]:
+    """The best-by-val checkpoint where the data has a val split and one was saved, else the weights in memory."""
+    callback = trainer.checkpoint_callback
+    if has_val and isinstance(callback, ModelCheckpoint) and callback.best_model_path and callback.monitor:
+        return callback.best_model_path, "best val"
+    return None, "last"
+
+
+def _best_val(trainer: L.Trainer) -> float | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    return None
+
+
+def _plain(cfg: DictConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    """End the W&B run so that multirun jobs do not merge into one (STYLE pitfall 12)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        import wandb
+
+        wandb.finish()

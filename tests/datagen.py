@@ -1,0 +1,127 @@
+"""Write tiny datasets in the real on-disk formats (IDX gz, CIFAR pickle batches) for tests.
+
+Each image carries a class-dependent signal (a bright patch whose position, and for CIFAR colour, depends on
+the class) plus noise, so a tiny model can learn something. Classes are interleaved in file order.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+FMNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _labels(per_class: int | Sequence[int], num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    counts = [per_class] * num_classes if isinstance(per_class, int) else list(per_class)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    return labels[rng.permutation(len(labels))].astype(np.uint8 if len(counts) <= 256 else np.int64)
+
+
+def write_idx_file(path: str | Path, array: np.ndarray, gzip: bool = True) -> Path:
+    """Write a uint8 array as an IDX file (magic 0x08, ndim; big-endian int32 dims), gzipped if asked."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip_module.open if gzip else open)(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path
+
+
+def grey_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """(N, size, size) uint8: noise plus a bright 6x6 patch at a class-specific place (10 places)."""
+    images = rng.integers(0, 60, size=(len(labels), size, size), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        y, x = 2 + 12 * (int(c) // 5 % 2), 1 + 5 * (int(c) % 5)
+        images[i, y : y + 6, x : x + 6] = 220
+    return images
+
+
+def write_idx_dataset(
+    root: str | Path,
+    n_train_per_class: int | Sequence[int],
+    n_test_per_class: int,
+    gzip: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write the four Fashion-MNIST IDX files (10 classes unless a list says otherwise) into root."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    num_classes = 10 if isinstance(n_train_per_class, int) else len(n_train_per_class)
+    suffix = ".gz" if gzip else ""
+    for split, per_class in (("train", n_train_per_class), ("test", n_test_per_class)):
+        labels = _labels(per_class, num_classes, rng)
+        write_idx_file(root / (FMNIST_FILES[f"{split}_images"] + suffix), grey_images(labels, rng), gzip)
+        write_idx_file(root / (FMNIST_FILES[f"{split}_labels"] + suffix), labels, gzip)
+    return root
+
+
+def colour_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 3072) uint8 rows in CIFAR's layout (R plane, G plane, B plane): noise + a coloured 8x8 patch."""
+    palette = np.array([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40], [230, 40, 230], [40, 230, 230]])
+    images = rng.integers(0, 80, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        c = int(c)
+        cell = c % 16
+        y, x = 8 * (cell // 4), 8 * (cell % 4)
+        images[i, :, y : y + 8, x : x + 8] = palette[(c // 16) % len(palette)][:, None, None]
+    return images.reshape(len(labels), -1)
+
+
+def _dump(path: Path, entry: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+
+
+def write_cifar_dataset(
+    root: str | Path,
+    num_classes: int,
+    n_train_per_class: int | Sequence[int],
+    n_test_per_class: int,
+    seed: int = 0,
+) -> Path:
+    """Write CIFAR-10 (5 train batches, test_batch) or CIFAR-100 (train, test) in torchvision's layout."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    train_labels = _labels(n_train_per_class, num_classes, rng).astype(np.int64)
+    test_labels = _labels(n_test_per_class, num_classes, rng).astype(np.int64)
+    train_data, test_data = colour_images(train_labels, rng), colour_images(test_labels, rng)
+
+    def entry(data: np.ndarray, labels: np.ndarray, batch_label: str, key: bytes) -> dict:
+        out = {
+            b"batch_label": batch_label.encode(),
+            key: labels.tolist(),
+            b"data": data,
+            b"filenames": [f"img_{i:05d}.png".encode() for i in range(len(labels))],
+        }
+        if key == b"fine_labels":
+            out[b"coarse_labels"] = (labels // 5).tolist()
+        return out
+
+    if num_classes == 10:
+        folder = root / "cifar-10-batches-py"
+        chunks = np.array_split(np.arange(len(train_labels)), 5)
+        for i, idx in enumerate(chunks, start=1):
+            _dump(
+                folder / f"data_batch_{i}",
+                entry(train_data[idx], train_labels[idx], f"batch {i} of 5", b"labels"),
+            )
+        _dump(folder / "test_batch", entry(test_data, test_labels, "testing batch 1 of 1", b"labels"))
+        _dump(folder / "batches.meta", {b"label_names": [f"class{c}".encode() for c in range(10)]})
+    else:
+        folder = root / "cifar-100-python"
+        _dump(folder / "train", entry(train_data, train_labels, "training batch 1 of 1", b"fine_labels"))
+        _dump(folder / "test", entry(test_data, test_labels, "testing batch 1 of 1", b"fine_labels"))
+        _dump(folder / "meta", {b"fine_label_names": [f"class{c}".encode() for c in range(num_classes)]})
+    return root

@@ -1,0 +1,157 @@
+"""End-to-end: every experiment and method config composes and runs on tiny data; run outputs; errors; reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from ecl_lightning.config import ConfigError
+from ecl_lightning.data import DatasetNotFoundError
+from ecl_lightning.module import ECLModule
+from ecl_lightning.train import build, train
+
+EXPERIMENTS = ["fmnist_lt", "cifar10_lt", "cifar100_lt"]
+MODELS = ["ecl", "ncl", "balanced_softmax", "ce"]
+
+
+def tiny_overrides(experiment: str, data_dirs: dict[str, Path]) -> list[str]:
+    """Shrink an experiment to the tiny generated datasets: small n_max, batch 8, no workers."""
+    common = [
+        "data.batch_size=8",
+        "data.eval_batch_size=32",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "model.loss.queue_size=32",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    if experiment == "fmnist_lt":
+        return common + [
+            f"data.data_dir={data_dirs['fmnist']}",
+            "data.n_max=40",
+            "data.imbalance_factor=10",
+            "data.val_per_class=5",
+        ]
+    return common + [f"data.data_dir={data_dirs[experiment]}", "data.n_max=20", "data.imbalance_factor=10"]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose like `python -m ecl_lightning` does, with the run directory set to `output_dir`."""
+    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task function does not see the hydra node
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    return cfg
+
+
+@pytest.fixture
+def data_dirs(fmnist_dir, cifar10_dir, cifar100_dir) -> dict[str, Path]:
+    return {"fmnist": fmnist_dir, "cifar10_lt": cifar10_dir, "cifar100_lt": cifar100_dir}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_config_runs_fast_dev_run(experiment, model, data_dirs, tmp_path):
+    cfg = compose_cfg(
+        [f"experiment={experiment}", f"model={model}", "debug=fdr"] + tiny_overrides(experiment, data_dirs),
+        tmp_path,
+    )
+    assert cfg.trainer.fast_dev_run is True
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["test/count"] == 32  # fast_dev_run: one test batch of eval_batch_size
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["test/acc"] == pytest.approx(metrics["test/acc"])
+    num_experts = cfg.model.net.num_experts
+    expert_keys = {k.split("/")[1] for k in written if k.count("/") == 2}
+    assert expert_keys == ({f"expert{k + 1}" for k in range(num_experts)} if num_experts > 1 else set())
+
+
+def test_recipes_match_the_spec():
+    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
+        c100 = compose("train", overrides=["experiment=cifar100_lt"])
+        fm = compose("train")
+    assert c100.data.num_classes == 100 and c100.data.imbalance_factor == 100 and c100.data.batch_size == 64
+    assert c100.model.net.backbone == "resnet32" and c100.model.net.num_experts == 3
+    assert c100.trainer.max_epochs == 400 and list(c100.model.schedule.milestones) == [320, 360]
+    assert c100.model.optim.nesterov and c100.model.optim.weight_decay == pytest.approx(2e-4)
+    assert fm.data._target_.endswith("FashionMNISTLTDataModule") and fm.model.loss.reweight == "ratio"
+    assert fm.model.loss.kd_weight == pytest.approx(0.6) and fm.model.loss.feat_weight == pytest.approx(1.0)
+
+
+def test_short_training_writes_run_outputs_and_learns(data_dirs, tmp_path):
+    overrides = ["experiment=fmnist_lt", "trainer.max_epochs=4", "model.loss.warmup_epochs=1"]
+    overrides += tiny_overrides("fmnist_lt", data_dirs) + ["model.schedule.warmup_epochs=0", "model.optim.lr=0.05"]
+    cfg = compose_cfg(overrides, tmp_path)
+    metrics = train(cfg)
+
+    for name in ("metrics.json", "config.yaml", "data_subset.json", "per_class.json"):
+        assert (tmp_path / name).is_file(), name
+    subset = json.loads((tmp_path / "data_subset.json").read_text())
+    assert subset["class_counts"][0] == 40 and subset["class_counts"][-1] == 4
+    assert "${" not in (tmp_path / "config.yaml").read_text()  # resolved
+    # Every loss term was logged each step.
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for term in ("train/loss", "train/loss_label", "train/loss_kd", "train/loss_feat", "train/loss_con"):
+        assert term in header, term
+    assert "train/kd_weight_mean" in header and "val/acc_few" in header and "val/expert3/acc" in header
+    # Test set: 10 classes x 10 images, each counted once; the signal in the generated images is learnable.
+    assert metrics["test/count"] == 100
+    assert metrics["test/acc"] > 0.3
+    for split in ("many", "medium", "few"):
+        assert f"test/acc_{split}" in metrics or split == "many"  # n_max 40: no many-shot class
+    assert "test/acc_many" not in metrics  # an empty split is absent, not 0
+
+    # The best checkpoint reloads with torch's weights_only loading (plain hparams) and gives the same numbers.
+    ckpts = sorted((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    assert ckpts
+    raw = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["class_counts"] == subset["class_counts"]
+    model = ECLModule.load_from_checkpoint(ckpts[0], map_location="cpu")
+    assert torch.allclose(model.log_prior, torch.tensor(subset["class_counts"], dtype=torch.float).div(
+        sum(subset["class_counts"])).log())  # fmt: skip
+    assert "queue.keys" in raw["state_dict"] and any(k.startswith("momentum_encoder.") for k in raw["state_dict"])
+
+
+def test_missing_dataset_fails_before_training(tmp_path, monkeypatch):
+    import ecl_lightning.data.fmnist as fmnist
+
+    monkeypatch.setattr(fmnist, "SYSTEM_DIRS", [str(tmp_path / "nowhere")], raising=False)
+    cfg = compose_cfg(["debug=fdr", f"data.data_dir={tmp_path / 'empty'}"], tmp_path / "run")
+    with pytest.raises(DatasetNotFoundError) as err:
+        build(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "empty") in message and "dataset-fashion-mnist" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.loss.reweight=ratoi", "model.loss.reweight"),
+        ("model.loss.contrastive=simclr", "model.loss.contrastive"),
+        ("+model.loss.lambda_kd=1", "model.loss.lambda_kd"),
+        ("model.net.head=mlp", "model.net.head"),
+    ],
+)
+def test_bad_config_value_is_named(override, key, data_dirs, tmp_path):
+    cfg = compose_cfg(["debug=fdr", override] + tiny_overrides("fmnist_lt", data_dirs), tmp_path)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build(cfg)
+
+
+def test_queue_must_divide_by_global_batch(data_dirs, tmp_path):
+    overrides = ["debug=fdr"] + tiny_overrides("fmnist_lt", data_dirs) + ["model.loss.queue_size=36"]
+    cfg = compose_cfg(overrides, tmp_path)
+    with pytest.raises(ConfigError, match="queue_size"):
+        train(cfg)
