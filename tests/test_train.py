@@ -155,3 +155,54 @@ def test_queue_must_divide_by_global_batch(data_dirs, tmp_path):
     cfg = compose_cfg(overrides, tmp_path)
     with pytest.raises(ConfigError, match="queue_size"):
         train(cfg)
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit"])
+def test_debug_presets_run(preset, data_dirs, tmp_path):
+    overrides = [f"debug={preset}"] + tiny_overrides("fmnist_lt", data_dirs) + ["trainer.max_epochs=2"]
+    cfg = compose_cfg(overrides, tmp_path)
+    assert cfg.task_name == "debug" and cfg.data.num_workers == 0
+    metrics = train(cfg)
+    assert metrics["test/count"] > 0
+
+
+def test_wandb_logger_runs_offline_without_api_key(data_dirs, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = ["debug=limit", "trainer.max_epochs=1", "logger=wandb"]  # fast_dev_run would mute the logger
+    cfg = compose_cfg(overrides + tiny_overrides("fmnist_lt", data_dirs), tmp_path)
+    metrics = train(cfg)
+    assert cfg.logger.wandb.offline is True and cfg.logger.wandb.log_model is False
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert "test/acc" in metrics
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["model.loss.reweight=difference", "model.loss.feat_target=pairwise", "model.loss.feat_distance=cosine"],
+        ["model.loss.reweight=class_ema", "model.loss.contrastive=supcon"],
+        ["model.loss.hcm=true", "model.loss.hcm_k=3", "model.loss.hcm_mask=zero", "model.net.shared_stages=1"],
+        ["model.net.head=cosine", "model.loss.distill_into_label_head=true", "model.loss.detach_teacher=false"],
+        ["model.net.num_experts=2", "model.channels_last=false", "model.schedule.name=multistep"],
+    ],
+)
+def test_loss_options_train(options, data_dirs, tmp_path):
+    cfg = compose_cfg(["debug=fdr"] + tiny_overrides("fmnist_lt", data_dirs) + options, tmp_path)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_non_finite_loss_names_the_term(data_dirs, tmp_path, monkeypatch):
+    import ecl_lightning.module as module
+
+    def broken(feats, *args, **kwargs):
+        return feats.sum(-1).mean(-1) * float("nan")
+
+    monkeypatch.setattr(module, "feature_distillation_loss", broken)
+    cfg = compose_cfg(["debug=fdr"] + tiny_overrides("fmnist_lt", data_dirs), tmp_path)
+    with pytest.raises(FloatingPointError, match=r"\['feat'\]"):
+        train(cfg)

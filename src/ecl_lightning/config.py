@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-REWEIGHT_RULES = ("ratio", "difference", "class_ema", "none")
+from ecl_lightning.losses import FEAT_DISTANCES, FEAT_TARGETS, HCM_MASKS, REWEIGHT_RULES
+
 CONTRASTIVE = ("moco", "supcon", "none")
 
 
@@ -79,11 +80,11 @@ class LossConfig:
     warmup_epochs: float = 5.0
 
     def __post_init__(self) -> None:
-        _choice("model.loss.reweight", self.reweight, REWEIGHT_RULES)
+        _choice("model.loss.reweight", self.reweight, (*REWEIGHT_RULES, "class_ema"))
         _choice("model.loss.contrastive", self.contrastive, CONTRASTIVE)
-        _choice("model.loss.hcm_mask", self.hcm_mask, ("neg_inf", "zero"))
-        _choice("model.loss.feat_distance", self.feat_distance, ("mse", "cosine"))
-        _choice("model.loss.feat_target", self.feat_target, ("others_mean", "pairwise"))
+        _choice("model.loss.hcm_mask", self.hcm_mask, HCM_MASKS)
+        _choice("model.loss.feat_distance", self.feat_distance, FEAT_DISTANCES)
+        _choice("model.loss.feat_target", self.feat_target, FEAT_TARGETS)
         for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "warmup_epochs", "tau"):
             _positive(f"model.loss.{key}", getattr(self, key))
         for key in ("kd_temperature", "con_temperature", "queue_size", "hcm_k"):

@@ -6,6 +6,7 @@ CE, Balanced Softmax and NCL are configurations of this one module (conf/model/*
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -37,9 +38,11 @@ from ecl_lightning.losses import (
     normalize_weights,
     supcon_loss,
 )
-from ecl_lightning.metrics import LongTailMetrics
+from ecl_lightning.metrics import SPLITS, LongTailMetrics
 from ecl_lightning.models import KeyQueue, MomentumEncoder, MultiExpertNet, concat_all_gather
 from ecl_lightning.optim import build_optimizer, lr_factor, scaled_lr
+
+log = logging.getLogger("ecl_lightning")
 
 
 class ECLModule(L.LightningModule):
@@ -59,6 +62,7 @@ class ECLModule(L.LightningModule):
         optim: dict | None = None,
         schedule: dict | None = None,
         eval: dict | None = None,  # noqa: A002 - the config group's name
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if class_counts is not None:
@@ -72,6 +76,8 @@ class ECLModule(L.LightningModule):
         self.schedule_cfg = from_dict(ScheduleConfig, schedule, "model.schedule")
         self.eval_cfg = from_dict(EvalConfig, eval, "model.eval")
         self.num_classes = num_classes
+        # NHWC activations: about 1.5x faster convolutions on CPU (bench/), and the layout tensor cores want.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         n = self.net_cfg
         self.net = MultiExpertNet(
@@ -122,6 +128,12 @@ class ECLModule(L.LightningModule):
             for m in metrics.values():
                 m.set_class_counts(list(class_counts))
 
+    def setup(self, stage: str) -> None:
+        self.to(memory_format=self.memory_format)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
     def on_fit_start(self) -> None:
         if self.use_contrastive:
             global_batch = self._global_batch_size()
@@ -138,10 +150,11 @@ class ECLModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------------------- train
     def forward(self, x: Tensor) -> Tensor:
         """Ensemble prediction: mean of the experts' label-head logits."""
-        return self.net(x)["logits"].mean(0)
+        return self.net(self._layout(x))["logits"].mean(0)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x1, x2, y = batch
+        x1, x2 = self._layout(x1), self._layout(x2)
         c = self.loss_cfg
         out = self.net(x1)
         logits, dist_logits, feats = out["logits"], out.get("dist_logits"), out["feats"]
@@ -253,14 +266,19 @@ class ECLModule(L.LightningModule):
 
     def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
         x, y = batch
-        logits = self.net(x)["logits"].float()
+        logits = self.net(self._layout(x))["logits"].float()
         metrics["ensemble"].update(logits.mean(0), y)
         if self.num_experts > 1:
             for k in range(self.num_experts):
                 metrics[f"expert{k + 1}"].update(logits[k], y)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
+        results = self._log_metrics("val", self.val_metrics)
+        if not self.trainer.sanity_checking and "val/acc" in results:
+            splits = " ".join(
+                f"{s}={100 * float(results[f'val/acc_{s}']):.1f}" for s in SPLITS if f"val/acc_{s}" in results
+            )
+            log.info("epoch %d: val acc %.2f %% (%s)", self.current_epoch, 100 * float(results["val/acc"]), splits)
 
     def on_test_epoch_end(self) -> None:
         results = self._log_metrics("test", self.test_metrics, keep_per_class=True)

@@ -96,8 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 {"class_counts": list(datamodule.class_counts), "tested": which, **model.test_per_class},
             )
             table = results_table(metrics)
-            log.info("Test results (%s weights), run dir %s\n%s", which, output_dir, table)
-            print(f"\nTest results ({which} weights) -> {output_dir / 'metrics.json'}\n{table}\n", flush=True)
+            log.info("Test results (%s weights) -> %s\n%s", which, output_dir / "metrics.json", table)
 
     _finish_wandb(trainer)
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

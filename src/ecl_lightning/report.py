@@ -1,0 +1,87 @@
+"""Turn a Hydra multirun directory into a Markdown table: one row per configuration, mean ± std over seeds.
+
+    python -m ecl_lightning.report logs/train/multiruns/<time> [--columns test/acc test/acc_few] [--output t.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+DEFAULT_COLUMNS = ("test/acc", "test/acc_many", "test/acc_medium", "test/acc_few", "test/ece")
+IGNORED_OVERRIDES = ("seed", "hydra.", "trainer.enable_progress_bar", "data.data_dir", "paths.")
+
+
+def load_runs(sweep_dir: Path) -> list[dict]:
+    """Every job of a sweep that finished: its command-line overrides and its metrics.json."""
+    runs = []
+    for metrics_file in sorted(Path(sweep_dir).glob("*/metrics.json")):
+        job_dir = metrics_file.parent
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        runs.append({"dir": job_dir, "overrides": overrides or [], "metrics": json.loads(metrics_file.read_text())})
+    if not runs:
+        raise FileNotFoundError(f"no */metrics.json under {sweep_dir}: is it a finished multirun directory?")
+    return runs
+
+
+def config_label(overrides: list[str], common: frozenset[str] = frozenset()) -> str:
+    """The overrides that define a configuration: all but the seed, paths/logging ones and those every job shares."""
+    kept = [o for o in overrides if o not in common and not o.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+    return " ".join(kept) or "(defaults)"
+
+
+def summarize(runs: list[dict], columns=DEFAULT_COLUMNS) -> list[dict]:
+    """Group runs by configuration; mean, std (sample, n-1) and n of each column, in first-seen order."""
+    common = frozenset.intersection(*(frozenset(r["overrides"]) for r in runs)) if len(runs) > 1 else frozenset()
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[config_label(run["overrides"], common)].append(run["metrics"])
+    rows = []
+    for label, metrics in groups.items():
+        row = {"config": label, "n": len(metrics)}
+        for col in columns:
+            values = [m[col] for m in metrics if col in m]
+            row[col] = (
+                (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None) if values else None
+            )
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict], columns=DEFAULT_COLUMNS) -> str:
+    """Accuracy and ECE columns in %, as `mean ± std`; `-` for a metric no run has (an empty shot split)."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        mean, std = value
+        return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+    names = [c.split("/", 1)[-1] for c in columns]
+    lines = ["| config | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append(f"| {row['config']} | {row['n']} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m ecl_lightning.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (holds 0/, 1/, ...)")
+    parser.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), help="metrics.json keys")
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    table = to_markdown(summarize(load_runs(args.sweep_dir), args.columns), args.columns)
+    if args.output:
+        args.output.write_text(table + "\n")
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

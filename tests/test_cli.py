@@ -1,0 +1,111 @@
+"""The command line as users run it: `python -m ecl_lightning`, multirun, and a non-editable install."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "debug=fdr",
+    "data.n_max=40",
+    "data.imbalance_factor=10",
+    "data.val_per_class=5",
+    "data.batch_size=8",
+    "data.eval_batch_size=32",
+    "model.loss.queue_size=32",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, python: str = sys.executable):
+    return subprocess.run(
+        [python, "-m", "ecl_lightning", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_single_run_from_another_directory(fmnist_dir, tmp_path):
+    result = run_cli([*TINY, f"data.data_dir={fmnist_dir}", "run_id=fixed"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "logs" / "debug" / "runs" / "fmnist_lt-ecl" / "fixed"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "debug.log").is_file()
+    assert "test/acc" not in result.stderr or "head" in result.stderr + result.stdout  # the table is printed
+
+
+def test_multirun_sweeps_a_loss_option(fmnist_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        ["-m", "model.loss.reweight=ratio,none", *TINY, f"data.data_dir={fmnist_dir}", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, rule in ((0, "ratio"), (1, "none")):
+        assert (sweep / str(job) / "metrics.json").is_file()
+        assert f"reweight: {rule}" in (sweep / str(job) / "config.yaml").read_text()
+    report = subprocess.run(
+        [sys.executable, "-m", "ecl_lightning.report", str(sweep)], capture_output=True, text=True, timeout=60
+    )
+    assert report.returncode == 0, report.stderr
+    assert "| model.loss.reweight=ratio | 1 |" in report.stdout and "| model.loss.reweight=none | 1 |" in report.stdout
+
+
+def test_multirun_with_in_process_ddp_is_refused(fmnist_dir, tmp_path):
+    result = run_cli(
+        ["-m", "seed=0,1", *TINY, f"data.data_dir={fmnist_dir}", "trainer.strategy=ddp", "trainer.devices=2"],
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "re-runs the sweep" in result.stderr and "ddp_spawn" in result.stderr
+
+
+def test_non_editable_install_runs_from_anywhere(fmnist_dir, tmp_path):
+    """A wheel (not the source tree) carries the configs: build it, install it alone, run it elsewhere."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheels.glob("ecl_lightning-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ecl_lightning/conf/train.yaml" in names and "ecl_lightning/conf/experiment/cifar100_lt.yaml" in names
+
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:  # a wheel is a zip: unpacking it is installing it
+        zf.extractall(site)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import ecl_lightning; print(ecl_lightning.__file__)"],
+        cwd=workdir,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    result = run_cli([*TINY, f"data.data_dir={fmnist_dir}", "run_id=w"], cwd=workdir, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "logs" / "debug" / "runs" / "fmnist_lt-ecl" / "w" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("bad, message", [("model=nonexistent", "model"), ("experiment=imagenet_xx", "experiment")])
+def test_unknown_config_choice_fails_fast(bad, message, tmp_path):
+    result = run_cli([bad, "--cfg", "job"], cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr

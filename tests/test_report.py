@@ -1,0 +1,47 @@
+"""The sweep report: grouping by configuration across seeds, mean ± std, absent splits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from ecl_lightning.report import config_label, load_runs, main, summarize, to_markdown
+
+
+def write_job(root, num, overrides, metrics):
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_groups_seeds_and_computes_mean_std(tmp_path):
+    write_job(tmp_path, 0, ["model=ecl", "seed=0", "trainer.max_epochs=9"], {"test/acc": 0.80, "test/acc_few": 0.5})
+    write_job(tmp_path, 1, ["model=ecl", "seed=1", "trainer.max_epochs=9"], {"test/acc": 0.84, "test/acc_few": 0.7})
+    write_job(tmp_path, 2, ["model=ce", "seed=0", "trainer.max_epochs=9"], {"test/acc": 0.70})
+    (tmp_path / "3").mkdir()  # a job that did not finish: skipped
+    rows = summarize(load_runs(tmp_path), columns=("test/acc", "test/acc_few"))
+    assert [r["config"] for r in rows] == ["model=ecl", "model=ce"]
+    mean, std = rows[0]["test/acc"]
+    assert mean == pytest.approx(0.82) and std == pytest.approx(0.028284271, rel=1e-6)
+    assert rows[1]["test/acc"] == (pytest.approx(0.70), None) and rows[1]["test/acc_few"] is None
+    table = to_markdown(rows, columns=("test/acc", "test/acc_few"))
+    assert "| model=ecl | 2 | 82.00 ± 2.83 | 60.00 ± 14.14 |" in table
+    assert "| model=ce | 1 | 70.00 | - |" in table
+
+
+def test_label_ignores_seed_and_paths():
+    assert config_label(["seed=3", "data.data_dir=/x", "model.loss.reweight=none"]) == "model.loss.reweight=none"
+    assert config_label(["seed=3"]) == "(defaults)"
+    assert config_label(["model=ce", "debug=fdr"], common=frozenset({"debug=fdr"})) == "model=ce"
+
+
+def test_cli_writes_file_and_errors_on_empty_dir(tmp_path):
+    write_job(tmp_path / "sweep", 0, ["model=ecl"], {"test/acc": 0.5})
+    out = tmp_path / "table.md"
+    main([str(tmp_path / "sweep"), "--columns", "test/acc", "--output", str(out)])
+    assert "| model=ecl | 1 | 50.00 |" in out.read_text()
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        main([str(tmp_path / "nothing")])
