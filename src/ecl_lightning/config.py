@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +138,10 @@ class EvalConfig:
     many_threshold: int = 100
     few_threshold: int = 20
     n_bins: int = 15
+    heads: str = "label"  # test-time aggregation: label | label+dist | expert<k>
 
     def __post_init__(self) -> None:
+        if self.heads not in ("label", "label+dist") and not re.fullmatch(r"expert[1-9]\d*", self.heads):
+            raise ConfigError(f"model.eval.heads={self.heads!r} is not one of label, label+dist, expert1, expert2, ...")
         if self.few_threshold > self.many_threshold:
             raise ConfigError("model.eval.few_threshold must be <= model.eval.many_threshold")

@@ -94,6 +94,11 @@ class ECLModule(L.LightningModule):
             backbone_kwargs=n.backbone_kwargs,
         )
         self.num_experts = n.num_experts
+        heads = self.eval_cfg.heads
+        if heads == "label+dist" and not self.loss_cfg.dist_head:
+            raise ConfigError("model.eval.heads=label+dist needs distillation heads (model.loss.dist_head=true)")
+        if heads.startswith("expert") and int(heads.removeprefix("expert")) > n.num_experts:
+            raise ConfigError(f"model.eval.heads={heads} but the model has {n.num_experts} expert(s)")
         c = self.loss_cfg
         self.use_contrastive = c.contrastive != "none" and c.con_weight > 0
         if self.use_contrastive:
@@ -149,8 +154,20 @@ class ECLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------------- train
     def forward(self, x: Tensor) -> Tensor:
-        """Ensemble prediction: mean of the experts' label-head logits."""
-        return self.net(self._layout(x))["logits"].mean(0)
+        """Ensemble prediction (by default the mean of the experts' label-head logits)."""
+        return self.predict_logits(x)[0]
+
+    def predict_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(ensemble [B, C], per-expert [K, B, C]) float32 logits under `model.eval.heads`."""
+        out = self.net(self._layout(x))
+        per_expert = out["logits"].float()
+        heads = self.eval_cfg.heads
+        if heads == "label+dist":
+            per_expert = (per_expert + out["dist_logits"].float()) / 2
+        ensemble = (
+            per_expert[int(heads.removeprefix("expert")) - 1] if heads.startswith("expert") else per_expert.mean(0)
+        )
+        return ensemble, per_expert
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x1, x2, y = batch
@@ -266,8 +283,8 @@ class ECLModule(L.LightningModule):
 
     def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
         x, y = batch
-        logits = self.net(self._layout(x))["logits"].float()
-        metrics["ensemble"].update(logits.mean(0), y)
+        ensemble, logits = self.predict_logits(x)
+        metrics["ensemble"].update(ensemble, y)
         if self.num_experts > 1:
             for k in range(self.num_experts):
                 metrics[f"expert{k + 1}"].update(logits[k], y)

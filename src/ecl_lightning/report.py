@@ -1,6 +1,6 @@
 """Turn a Hydra multirun directory into a Markdown table: one row per configuration, mean ± std over seeds.
 
-    python -m ecl_lightning.report logs/train/multiruns/<time> [--columns test/acc test/acc_few] [--output t.md]
+python -m ecl_lightning.report logs/train/multiruns/<time> [--columns test/acc test/acc_few] [--output t.md]
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from ecl_lightning.utils import (
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
-    results_table,
     save_resolved_config,
     write_json,
+    write_test_outputs,
 )
 
 log = logging.getLogger("ecl_lightning")
@@ -83,20 +83,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("test", True):
         ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
-        log.info("Testing the %s weights%s", which, f" ({ckpt_path})" if ckpt_path else "")
+        log.info("Testing the %s%s", which, f" ({ckpt_path})" if ckpt_path else "")
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = dict(model.test_results)
         best = _best_val(trainer)
         if best is not None:
             metrics["val/acc_best"] = best
         if trainer.is_global_zero:
-            write_json(output_dir / "metrics.json", metrics)
-            write_json(
-                output_dir / "per_class.json",
-                {"class_counts": list(datamodule.class_counts), "tested": which, **model.test_per_class},
-            )
-            table = results_table(metrics)
-            log.info("Test results (%s weights) -> %s\n%s", which, output_dir / "metrics.json", table)
+            write_test_outputs(output_dir, metrics, model, datamodule.class_counts, which)
 
     _finish_wandb(trainer)
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -107,8 +101,8 @@ def _test_checkpoint(trainer: L.Trainer, has_val: bool) -> tuple[str | None, str
     """The best-by-val checkpoint where the data has a val split and one was saved, else the weights in memory."""
     callback = trainer.checkpoint_callback
     if has_val and isinstance(callback, ModelCheckpoint) and callback.best_model_path and callback.monitor:
-        return callback.best_model_path, "best val"
-    return None, "last"
+        return callback.best_model_path, "best val weights"
+    return None, "last weights"
 
 
 def _best_val(trainer: L.Trainer) -> float | None:

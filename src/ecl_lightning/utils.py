@@ -137,3 +137,12 @@ def results_table(metrics: dict[str, float], stage: str = "test") -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def write_test_outputs(output_dir: Path, metrics: dict[str, float], model, class_counts, tested: str) -> None:
+    """metrics.json (flat), per_class.json (per-class accuracy of each head) and the results table in the log."""
+    write_json(output_dir / "metrics.json", metrics)
+    write_json(
+        output_dir / "per_class.json", {"class_counts": list(class_counts), "tested": tested, **model.test_per_class}
+    )
+    log.info("Test results (%s) -> %s\n%s", tested, output_dir / "metrics.json", results_table(metrics))

@@ -1,0 +1,57 @@
+"""The evaluation entry point on a checkpoint written by a training run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train import compose_cfg, tiny_overrides
+
+from ecl_lightning.config import ConfigError
+from ecl_lightning.evaluate import evaluate
+from ecl_lightning.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(fmnist_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    overrides = ["trainer.max_epochs=2", "trainer.limit_test_batches=1"]
+    cfg = compose_cfg(overrides + tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}), run_dir)
+    metrics = train(cfg)
+    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
+    return run_dir, best, metrics
+
+
+def eval_cfg(tmp_path, ckpt, *overrides):
+    return compose_cfg(
+        [f"ckpt_path={ckpt}", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", *overrides],
+        tmp_path,
+        config_name="eval",
+    )
+
+
+def test_evaluate_reproduces_the_training_metrics(trained_run, tmp_path):
+    run_dir, best, train_metrics = trained_run
+    metrics = evaluate(eval_cfg(tmp_path, best))
+    test_keys = {k for k in train_metrics if k.startswith("test/")}
+    assert test_keys == set(metrics)
+    for key in test_keys:
+        assert metrics[key] == pytest.approx(train_metrics[key], abs=1e-6), key
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert "heads: label" in (tmp_path / "config.yaml").read_text()
+
+
+def test_aggregation_choices(trained_run, tmp_path):
+    _, best, _ = trained_run
+    label = evaluate(eval_cfg(tmp_path / "a", best))
+    expert2 = evaluate(eval_cfg(tmp_path / "b", best, "heads=expert2"))
+    both = evaluate(eval_cfg(tmp_path / "c", best, "heads=label+dist"))
+    assert expert2["test/acc"] == pytest.approx(label["test/expert2/acc"])  # the "ensemble" is expert 2 alone
+    assert both["test/count"] == label["test/count"]
+    with pytest.raises(ConfigError, match="expert7"):
+        evaluate(eval_cfg(tmp_path / "d", best, "heads=expert7"))
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        evaluate(eval_cfg(tmp_path, tmp_path / "nope.ckpt"))
