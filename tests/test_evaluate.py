@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_train import compose_cfg, tiny_overrides
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import train
+from test_train import compose_cfg, tiny_overrides
 
 
 @pytest.fixture(scope="module")
