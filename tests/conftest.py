@@ -26,3 +26,29 @@ def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cifar100_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CIFAR-100 pickle files: 20 train and 3 test images per class (enough for n_max 20)."""
     return write_cifar_dataset(tmp_path_factory.mktemp("cifar100"), 100, n_train_per_class=20, n_test_per_class=3)
+
+
+# Split-file benchmarks: 5 classes, long-tailed train counts SPLIT_TREE_TRAIN (12 ... 2), 3 val and 3 test images per
+# class, 40x40 JPEGs.
+@pytest.fixture(scope="session")
+def imagenet_lt_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet-LT layout: images/train/n0.../n0..._k.JPEG, images/val/...; splits/ImageNet_LT_{train,val,test}.txt."""
+    from datagen import SPLIT_TREE_TRAIN, write_split_tree
+
+    return write_split_tree(tmp_path_factory.mktemp("imagenet_lt"), "imagenet_lt", 5, SPLIT_TREE_TRAIN, 3)
+
+
+@pytest.fixture(scope="session")
+def places_lt_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Places-LT layout: images/data_256/a/abbey/0000000k.jpg, images/val_256/...; splits/Places_LT_*.txt."""
+    from datagen import SPLIT_TREE_TRAIN, write_split_tree
+
+    return write_split_tree(tmp_path_factory.mktemp("places_lt"), "places_lt", 5, SPLIT_TREE_TRAIN, 3)
+
+
+@pytest.fixture(scope="session")
+def inat2018_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """iNat 2018: images/train_val2018/Plantae/0/<md5>.jpg; splits/iNaturalist18_*.txt and {train,val}2018.json."""
+    from datagen import SPLIT_TREE_TRAIN, write_split_tree
+
+    return write_split_tree(tmp_path_factory.mktemp("inat2018"), "inat2018", 5, SPLIT_TREE_TRAIN, 3)

@@ -125,3 +125,98 @@ def write_cifar_dataset(
         _dump(folder / "test", entry(test_data, test_labels, "testing batch 1 of 1", b"fine_labels"))
         _dump(folder / "meta", {b"fine_label_names": [f"class{c}".encode() for c in range(num_classes)]})
     return root
+
+
+# ---- split-file benchmarks (ImageNet-LT, Places-LT, iNaturalist 2018) ---------------------------------------------
+SPLIT_TREE_TRAIN = [12, 8, 5, 3, 2]  # train images per class of the conftest split-tree fixtures
+PLACES_CLASSES = ("abbey", "airfield", "alley", "apartment_building/outdoor", "bakery/shop", "beach", "canyon")
+INAT_SUPERCATEGORIES = ("Plantae", "Insecta", "Aves", "Fungi")
+SPLIT_TREE_NAMES = {
+    "imagenet_lt": {s: f"ImageNet_LT_{s}.txt" for s in ("train", "val", "test")},
+    "places_lt": {s: f"Places_LT_{s}.txt" for s in ("train", "val", "test")},
+    "inat2018": {"train": "iNaturalist18_train.txt", "val": "iNaturalist18_val.txt"},
+}
+
+
+def write_jpeg(path: Path, label: int, rng: np.random.Generator, size: int = 40) -> None:
+    """A small RGB JPEG: noise plus a class-coloured square at a class-specific place."""
+    from PIL import Image
+
+    palette = np.array([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40], [230, 40, 230], [40, 230, 230]])
+    pixels = rng.integers(0, 80, size=(size, size, 3), dtype=np.uint8)
+    cell, half = label % 4, size // 2
+    y, x = half * (cell // 2), half * (cell % 2)
+    pixels[y : y + half, x : x + half] = palette[label % len(palette)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
+def _split_tree_paths(dataset: str, label: int, k: int, split: str) -> str:
+    """The relative path of the k-th image of class `label` in the dataset's real directory layout."""
+    if dataset == "imagenet_lt":
+        wnid = f"n{1440764 + 17 * label:08d}"
+        if split == "test":  # ImageNet-LT's test images come from ILSVRC-2012 val (sorted into class folders)
+            return f"val/{wnid}/ILSVRC2012_val_{1000 * label + k + 1:08d}.JPEG"
+        return f"train/{wnid}/{wnid}_{k + 1}.JPEG"
+    if dataset == "places_lt":
+        if split == "test":
+            return f"val_256/Places365_val_{1000 * label + k + 1:08d}.jpg"
+        name = PLACES_CLASSES[label % len(PLACES_CLASSES)] + ("" if label < len(PLACES_CLASSES) else f"_{label}")
+        return f"data_256/{name[0]}/{name}/{k + 1:08d}.jpg"
+    if dataset == "inat2018":
+        import hashlib
+
+        digest = hashlib.md5(f"{label}-{k}".encode()).hexdigest()
+        return f"train_val2018/{INAT_SUPERCATEGORIES[label % len(INAT_SUPERCATEGORIES)]}/{label}/{digest}.jpg"
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def write_split_tree(
+    root: str | Path,
+    dataset: str,
+    num_classes: int,
+    per_class_train: Sequence[int],
+    per_class_eval: int,
+    size: int = 40,
+    seed: int = 0,
+) -> Path:
+    """Write JPEGs under root/images in the dataset's layout and its split files under root/splits.
+
+    dataset: imagenet_lt | places_lt (train, val, test splits) | inat2018 (train, val; also train2018.json and
+    val2018.json). Val images of ImageNet-LT / Places-LT / iNat come from the train folders, after the train ones.
+    Lines are in a random order (classes interleaved).
+    """
+    if len(per_class_train) != num_classes:
+        raise ValueError(f"per_class_train has {len(per_class_train)} entries, expected {num_classes}")
+    root = Path(root)
+    images, splits = root / "images", root / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = SPLIT_TREE_NAMES[dataset]
+    offsets = {"train": 0, "val": max(per_class_train), "test": 0}  # val images follow the train ones in a folder
+    for split, file_name in names.items():
+        counts = per_class_train if split == "train" else [per_class_eval] * num_classes
+        items = [
+            (_split_tree_paths(dataset, c, offsets[split] + k, split), c)
+            for c in range(num_classes)
+            for k in range(counts[c])
+        ]
+        items = [items[i] for i in rng.permutation(len(items))]
+        for rel, label in items:
+            write_jpeg(images / rel, label, rng, size)
+        (splits / file_name).write_text("".join(f"{rel} {label}\n" for rel, label in items))
+        if dataset == "inat2018":
+            _write_inat_json(
+                splits / f"{split}2018.json", items, num_classes, size, id_start=0 if split == "train" else 100_000
+            )
+    return root
+
+
+def _write_inat_json(path: Path, items: list[tuple[str, int]], num_classes: int, size: int, id_start: int) -> None:
+    """The official iNat 2018 json: images [{id, file_name, width, height}], annotations, categories."""
+    import json
+
+    images = [{"id": id_start + i, "file_name": rel, "width": size, "height": size} for i, (rel, _) in enumerate(items)]
+    annotations = [{"id": i, "image_id": id_start + i, "category_id": label} for i, (_, label) in enumerate(items)]
+    categories = [{"id": c, "name": f"species {c}", "supercategory": "Plantae"} for c in range(num_classes)]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))

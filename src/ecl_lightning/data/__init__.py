@@ -4,7 +4,17 @@ from ecl_lightning.data.base import ImageArrayDataset, LongTailDataModule, TwoVi
 from ecl_lightning.data.cifar import CIFARLTDataModule, read_cifar_batch
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.fmnist import FashionMNISTLTDataModule, read_idx
+from ecl_lightning.data.imagefolder_lt import (
+    ImageFileDataset,
+    ImageNetLTDataModule,
+    INaturalist2018DataModule,
+    PlacesLTDataModule,
+    SplitFileDataModule,
+    TwoViewImageFileDataset,
+    imagefolder_transforms,
+)
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
+from ecl_lightning.data.splitfile import parse_split_json, parse_split_txt
 from ecl_lightning.data.transforms import Cutout, cifar_transforms, fmnist_transforms
 
 __all__ = [
@@ -13,13 +23,22 @@ __all__ = [
     "DatasetFormatError",
     "DatasetNotFoundError",
     "FashionMNISTLTDataModule",
+    "INaturalist2018DataModule",
     "ImageArrayDataset",
+    "ImageFileDataset",
+    "ImageNetLTDataModule",
     "LongTailDataModule",
+    "PlacesLTDataModule",
+    "SplitFileDataModule",
     "TwoViewDataset",
+    "TwoViewImageFileDataset",
     "balanced_holdout_indices",
     "cifar_transforms",
     "fmnist_transforms",
+    "imagefolder_transforms",
     "longtail_counts",
+    "parse_split_json",
+    "parse_split_txt",
     "read_cifar_batch",
     "read_idx",
     "select_longtail_indices",

@@ -1,0 +1,346 @@
+"""ImageNet-LT, Places-LT and iNaturalist 2018: JPEG folders listed by split files, decoded with PIL per item."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.splitfile import (
+    SplitEntries,
+    describe_problems,
+    load_rgb,
+    missing_files,
+    parse_split_json,
+    parse_split_txt,
+    undecodable_files,
+)
+
+log = logging.getLogger("ecl_lightning")
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
+
+
+class ImageFileDataset(Dataset):
+    """(x, y) pairs from image files under `root`, decoded with PIL when an item is read."""
+
+    def __init__(self, root: str | Path, files: list[str], targets: list[int], transform: nn.Module) -> None:
+        self.root = Path(root)
+        # One numpy array of UTF-8 bytes, not a list of str: forked loader workers would touch every str's refcount
+        # and so copy the whole list (GBs at 437k paths x 8 workers); bytes also take a quarter of numpy's '<U'.
+        self._files = np.array([f.encode() for f in files], dtype=np.bytes_)
+        self.targets = torch.as_tensor(targets, dtype=torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def file(self, i: int) -> str:
+        """The i-th image path, relative to `root`."""
+        return self._files[i].decode()
+
+    @property
+    def files(self) -> list[str]:
+        """All image paths, relative to `root` (builds a list: for inspection, not for the loader)."""
+        return [f.decode() for f in self._files]
+
+    def load(self, i: int) -> Image.Image:
+        return load_rgb(self.root / self.file(i))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.load(i)), self.targets[i]
+
+
+class TwoViewImageFileDataset(ImageFileDataset):
+    """(x1, x2, y): two augmented views of one decoded image (query and key of the contrastive branch)."""
+
+    def __init__(
+        self, root: str | Path, files: list[str], targets: list[int], view1: nn.Module, view2: nn.Module
+    ) -> None:
+        super().__init__(root, files, targets, view1)
+        self.view2 = view2
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        img = self.load(i)
+        return self.transform(img), self.view2(img), self.targets[i]
+
+
+def imagefolder_transforms(
+    recipe: str,
+    image_size: int = 224,
+    resize_size: int = 256,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+    augment: bool = True,
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(view 1, view 2, eval) on PIL images (SPEC 5). recipe `randaugment`: view 1 RRC, flip, jitter, RandAugment
+    n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
+    if recipe not in ("randaugment", "simclr"):
+        raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")
+    norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
+    evaluate = v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size), *norm])
+    if not augment:
+        return evaluate, evaluate, evaluate
+    blur_kernel = int(0.1 * image_size) // 2 * 2 + 1  # SimCLR: 10% of the side, odd (23 at 224)
+    simclr = v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
+            *norm,
+        ]
+    )
+    if recipe == "simclr":
+        return simclr, simclr, evaluate
+    # PaCo / NCL's ImageNet-LT view: jitter always on, without hue, then RandAugment.
+    view1 = v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.4, 0.4, 0.4),
+            v2.RandAugment(num_ops=2, magnitude=10),
+            *norm,
+        ]
+    )
+    return view1, simclr, evaluate
+
+
+class SplitFileDataModule(L.LightningDataModule):
+    """Shared base of the split-file benchmarks: images under `image_root`, one `path label` file per split.
+
+    Subclasses set `name`, `default_num_classes`, `has_val`, `split_names` ({format: {split: file name}}),
+    `recipe`, `mean`/`std` and `how_to_get`. Without a val split, `test` reads the file named for `test`.
+    """
+
+    name: str = "splitfile"
+    default_num_classes: int
+    in_chans: int = 3
+    has_val: bool = True
+    split_names: dict[str, dict[str, str]]
+    recipe: str = "randaugment"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    how_to_get: str = ""
+
+    def __init__(
+        self,
+        split_dir: str,
+        image_root: str | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 8,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        augment: bool = True,
+        image_size: int = 224,
+        resize_size: int = 256,
+        num_classes: int | None = None,
+        verify_images: bool = False,
+        split_format: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.split_dir = Path(split_dir).expanduser()
+        self.image_root = Path(image_root).expanduser() if image_root is not None else self.split_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.augment = augment
+        self.image_size, self.resize_size = int(image_size), int(resize_size)
+        self.num_classes = int(num_classes) if num_classes is not None else self.default_num_classes
+        self.verify_images = verify_images
+        self.split_format = split_format
+        formats = ("auto", *self.split_names)
+        if split_format not in formats:
+            raise ValueError(f"data.split_format must be one of {formats} for {self.name}, got {split_format!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"data.num_classes must be >= 1, got {self.num_classes}")
+        if self.resize_size < self.image_size:
+            raise ValueError(
+                f"data.resize_size={self.resize_size} is smaller than data.image_size={self.image_size}; "
+                "the eval centre crop would pad the image"
+            )
+        self._ready = False
+
+    # ---- files ------------------------------------------------------------------------------------------
+    def split_files(self) -> tuple[str, dict[str, Path]]:
+        """(format, {split: path}) of the split files; DatasetNotFoundError listing what is missing."""
+        candidates = self.split_names if self.split_format == "auto" else {self.split_format: {}}
+        tried = []
+        for fmt in candidates:
+            paths = {split: self.split_dir / name for split, name in self.split_names[fmt].items()}
+            if all(p.is_file() for p in paths.values()):
+                return fmt, paths
+            tried.append(", ".join(p.name for p in paths.values() if not p.is_file()))
+        raise DatasetNotFoundError(
+            f"{self.name} split files not found in {self.split_dir} (data.split_dir): missing "
+            f"{' / or '.join(tried)}.\n{self.how_to_get}"
+        )
+
+    def _parse(self, fmt: str, path: Path) -> SplitEntries:
+        return (parse_split_json if fmt == "json" else parse_split_txt)(path, self.num_classes)
+
+    # ---- LightningDataModule API ------------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise DatasetNotFoundError now for a missing image root or split file (cheap: reads no split)."""
+        if not self.image_root.is_dir():
+            raise DatasetNotFoundError(
+                f"{self.name} image root {self.image_root} (data.image_root) is not a directory.\n{self.how_to_get}"
+            )
+        self.split_files()
+
+    def prepare_data(self) -> None:
+        """Nothing to download: these benchmarks need their images fetched by hand (see `how_to_get`)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse every split, check every line (label, duplicates, file exists, decodes if asked); idempotent.
+
+        All problems of all splits are gathered into one DatasetFormatError, raised before any loader is built.
+        """
+        if self._ready:
+            return
+        self.check()
+        self.format, self.files = self.split_files()
+        splits = {split: self._parse(self.format, path) for split, path in self.files.items()}
+        for entries in splits.values():
+            missing = missing_files(self.image_root, entries.files)
+            entries.drop(missing, [f"image file not found: {self.image_root / entries.files[i]}" for i in missing])
+            if self.verify_images:
+                bad = undecodable_files(self.image_root, entries.files, workers=self.num_workers)
+                entries.drop([i for i, _ in bad], [reason for _, reason in bad])
+        reports = [r for r in map(describe_problems, splits.values()) if r]
+        if reports:
+            raise DatasetFormatError(
+                "\n".join(reports) + f"\nFix or remove these lines; image paths are relative to data.image_root="
+                f"{self.image_root}, labels must lie in [0, data.num_classes={self.num_classes})."
+            )
+        self.entries = splits
+        empty = np.flatnonzero(np.bincount(splits["train"].labels, minlength=self.num_classes) == 0)
+        if len(empty):
+            log.warning(
+                "%s: %d of %d classes have no training image (first: %s); check data.num_classes",
+                self.files["train"], len(empty), self.num_classes, empty[:5].tolist(),
+            )  # fmt: skip
+        view1, view2, evaluate = imagefolder_transforms(
+            self.recipe, self.image_size, self.resize_size, self.mean, self.std, self.augment
+        )
+        train = splits["train"]
+        self.train_set = TwoViewImageFileDataset(self.image_root, train.files, train.labels, view1, view2)
+        self.val_set = (
+            ImageFileDataset(self.image_root, splits["val"].files, splits["val"].labels, evaluate)
+            if self.has_val
+            else None
+        )
+        self.test_set = ImageFileDataset(self.image_root, splits["test"].files, splits["test"].labels, evaluate)
+        self._ready = True
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class, from the train split file (parses and checks the splits lazily)."""
+        self.setup()
+        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
+
+    def subset_info(self) -> dict:
+        """JSON-serialisable record of the data used: split files, image root, counts per split and class."""
+        self.setup()
+        return {
+            "dataset": self.name,
+            "num_classes": self.num_classes,
+            "class_counts": self.class_counts,
+            "split_format": self.format,
+            "image_root": str(self.image_root),
+            "files": {split: str(path) for split, path in self.files.items()},
+            "num_images": {split: len(entries.files) for split, entries in self.entries.items()},
+        }
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (x1, x2, y) batches; drop_last keeps every batch full (the MoCo queue needs it)."""
+        self.setup()
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"the train split has {len(self.train_set)} images, fewer than data.batch_size={self.batch_size}; "
+                "with drop_last=True an epoch would be empty"
+            )
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """(x, y) batches of the val split; [] for iNat, whose val split is the test split."""
+        self.setup()
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """(x, y) batches of the balanced test split."""
+        self.setup()
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
+
+
+class ImageNetLTDataModule(SplitFileDataModule):
+    """ImageNet-LT (OLTR): 1000 classes, 115,846 / 20,000 / 50,000 images; val from ImageNet train, test from val."""
+
+    name = "imagenet_lt"
+    default_num_classes = 1000
+    has_val = True
+    split_names = {"txt": {s: f"ImageNet_LT_{s}.txt" for s in ("train", "val", "test")}}
+    how_to_get = (
+        "ImageNet-LT needs the ILSVRC-2012 images (image-net.org; data.image_root holds train/ and val/, val sorted "
+        "into class folders) and OLTR's split files ImageNet_LT_{train,val,test}.txt "
+        "(github.com/zhmiao/OpenLongTailRecognition-OLTR) in data.split_dir."
+    )
+
+
+class PlacesLTDataModule(SplitFileDataModule):
+    """Places-LT (OLTR): 365 classes, 62,500 / 7,300 / 36,500 images; SimCLR-style augmentation for both views."""
+
+    name = "places_lt"
+    default_num_classes = 365
+    has_val = True
+    recipe = "simclr"
+    split_names = {"txt": {s: f"Places_LT_{s}.txt" for s in ("train", "val", "test")}}
+    how_to_get = (
+        "Places-LT needs the Places365-Standard 256x256 images (places2.csail.mit.edu; data.image_root holds "
+        "data_256/ and val_256/) and OLTR's split files Places_LT_{train,val,test}.txt "
+        "(github.com/zhmiao/OpenLongTailRecognition-OLTR) in data.split_dir."
+    )
+
+
+class INaturalist2018DataModule(SplitFileDataModule):
+    """iNaturalist 2018: 8,142 classes, 437,513 train / 24,426 val images; val is the test split (no val)."""
+
+    name = "inat2018"
+    default_num_classes = 8142
+    has_val = False
+    mean, std = INAT_MEAN, INAT_STD
+    split_names = {
+        "txt": {"train": "iNaturalist18_train.txt", "test": "iNaturalist18_val.txt"},
+        "json": {"train": "train2018.json", "test": "val2018.json"},
+    }
+    how_to_get = (
+        "iNaturalist 2018 needs the official images (github.com/visipedia/inat_comp/tree/master/2018; "
+        "data.image_root holds train_val2018/) and either iNaturalist18_{train,val}.txt (`path label` lines) or "
+        "the official train2018.json / val2018.json in data.split_dir."
+    )
