@@ -136,3 +136,14 @@ def test_reset_and_bf16_logits():
     metric.reset()
     assert metric.compute() == {"count": 0}
     assert metric.class_counts.tolist() == [500, 50, 5]  # reset keeps the class counts
+
+
+def test_reliability_bins_sum_to_samples():
+    m = LongTailMetrics(num_classes=3, class_counts=[200, 50, 5], n_bins=5)
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 3.0], [2.0, 0.0, 0.0]])
+    m.update(logits, torch.tensor([0, 2, 2, 1]))
+    rel = m.reliability()
+    assert sum(rel["count"]) == 4 and len(rel["accuracy"]) == 5
+    top = max(range(5), key=lambda b: rel["confidence"][b])
+    assert rel["accuracy"][top] == 1.0  # the two most confident predictions (0.96, 0.91) are right
+    assert torch.equal(m.synced_per_class_accuracy().isnan(), m.per_class_accuracy().isnan())

@@ -20,7 +20,7 @@ def write_job(root, num, overrides, metrics):
 def test_groups_seeds_and_computes_mean_std(tmp_path):
     write_job(tmp_path, 0, ["model=ecl", "seed=0", "trainer.max_epochs=9"], {"test/acc": 0.80, "test/acc_few": 0.5})
     write_job(tmp_path, 1, ["model=ecl", "seed=1", "trainer.max_epochs=9"], {"test/acc": 0.84, "test/acc_few": 0.7})
-    write_job(tmp_path, 2, ["model=ce", "seed=0", "trainer.max_epochs=9"], {"test/acc": 0.70})
+    write_job(tmp_path, 2, ["model=ce", "seed=0", "trainer.max_epochs=9"], {"test/acc": 0.70, "test/nll": 0.88})
     (tmp_path / "3").mkdir()  # a job that did not finish: skipped
     rows = summarize(load_runs(tmp_path), columns=("test/acc", "test/acc_few"))
     assert [r["config"] for r in rows] == ["model=ecl", "model=ce"]
@@ -30,6 +30,8 @@ def test_groups_seeds_and_computes_mean_std(tmp_path):
     table = to_markdown(rows, columns=("test/acc", "test/acc_few"))
     assert "| model=ecl | 2 | 82.00 ± 2.83 | 60.00 ± 14.14 |" in table
     assert "| model=ce | 1 | 70.00 | - |" in table
+    nll_rows = summarize(load_runs(tmp_path), columns=("test/nll",))
+    assert "| model=ce | 1 | 0.88 |" in to_markdown(nll_rows, columns=("test/nll",))  # NLL is not a percentage
 
 
 def test_label_ignores_seed_and_paths():

@@ -102,6 +102,19 @@ class LongTailMetrics(torchmetrics.Metric):
         acc = self.correct.float() / total.clamp_min(1)
         return torch.where(total > 0, acc, torch.full_like(acc, float("nan")))
 
+    def synced_per_class_accuracy(self) -> Tensor:
+        """per_class_accuracy() over the states of all processes (plain per_class_accuracy reads the local ones)."""
+        with self.sync_context(should_unsync=True):
+            return self.per_class_accuracy()
+
+    def reliability(self) -> dict[str, list[float]]:
+        """Per confidence bin, over all processes: sample count, mean confidence, accuracy (a reliability diagram)."""
+        with self.sync_context(should_unsync=True):
+            count = self.bin_count.sum(0).float()
+            conf, correct = self.bin_conf.sum(0), self.bin_correct.sum(0).float()
+        safe = count.clamp_min(1)
+        return {"count": count.tolist(), "confidence": (conf / safe).tolist(), "accuracy": (correct / safe).tolist()}
+
     def _ece(self, mask: Tensor) -> Tensor:
         """Expected calibration error of the samples whose true class is in `mask`."""
         count = self.bin_count[mask].sum(0).float()

@@ -123,6 +123,7 @@ class ECLModule(L.LightningModule):
             self.set_class_counts(class_counts)
         self.test_results: dict[str, float] = {}
         self.test_per_class: dict[str, list[float]] = {}
+        self.test_reliability: dict[str, dict[str, list[float]]] = {}
 
     # ----------------------------------------------------------------------------------------------------- set-up
     def set_class_counts(self, class_counts: Sequence[int]) -> None:
@@ -308,7 +309,8 @@ class ECLModule(L.LightningModule):
             for key, value in metric.compute().items():
                 results[prefix + key] = value.float()
             if keep_per_class:
-                self.test_per_class[head] = metric.per_class_accuracy().tolist()
+                self.test_per_class[head] = metric.synced_per_class_accuracy().tolist()
+                self.test_reliability[head] = metric.reliability()
             metric.reset()
         # Values are already reduced across processes by the metrics themselves.
         self.log_dict(results, sync_dist=False)

@@ -55,18 +55,19 @@ def summarize(runs: list[dict], columns=DEFAULT_COLUMNS) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], columns=DEFAULT_COLUMNS) -> str:
-    """Accuracy and ECE columns in %, as `mean ± std`; `-` for a metric no run has (an empty shot split)."""
+    """Accuracy and ECE columns in %, others (NLL) as they are, as `mean ± std`; `-` where no run has the metric."""
 
-    def cell(value) -> str:
+    def cell(value, col: str) -> str:
         if value is None:
             return "-"
+        scale = 100 if col.rsplit("/", 1)[-1].startswith(("acc", "ece")) else 1
         mean, std = value
-        return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+        return f"{scale * mean:.2f}" + (f" ± {scale * std:.2f}" if std is not None else "")
 
     names = [c.split("/", 1)[-1] for c in columns]
     lines = ["| config | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(columns)]
     for row in rows:
-        lines.append(f"| {row['config']} | {row['n']} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+        lines.append(f"| {row['config']} | {row['n']} | " + " | ".join(cell(row[c], c) for c in columns) + " |")
     return "\n".join(lines)
 
 

@@ -145,4 +145,5 @@ def write_test_outputs(output_dir: Path, metrics: dict[str, float], model, class
     write_json(
         output_dir / "per_class.json", {"class_counts": list(class_counts), "tested": tested, **model.test_per_class}
     )
+    write_json(output_dir / "reliability.json", model.test_reliability)
     log.info("Test results (%s) -> %s\n%s", tested, output_dir / "metrics.json", results_table(metrics))
