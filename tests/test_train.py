@@ -95,8 +95,17 @@ def test_short_training_writes_run_outputs_and_learns(data_dirs, tmp_path):
     cfg = compose_cfg(overrides, tmp_path)
     metrics = train(cfg)
 
-    for name in ("metrics.json", "config.yaml", "data_subset.json", "per_class.json"):
+    for name in ("metrics.json", "config.yaml", "data_subset.json", "per_class.json", "reliability.json"):
         assert (tmp_path / name).is_file(), name
+    for png in ("per_class_accuracy.png", "reliability.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    reliability = json.loads((tmp_path / "reliability.json").read_text())
+    assert sum(reliability["ensemble"]["count"]) == 100 and set(reliability) == {
+        "ensemble",
+        "expert1",
+        "expert2",
+        "expert3",
+    }
     subset = json.loads((tmp_path / "data_subset.json").read_text())
     assert subset["class_counts"][0] == 40 and subset["class_counts"][-1] == 4
     assert "${" not in (tmp_path / "config.yaml").read_text()  # resolved

@@ -146,4 +146,10 @@ def write_test_outputs(output_dir: Path, metrics: dict[str, float], model, class
         output_dir / "per_class.json", {"class_counts": list(class_counts), "tested": tested, **model.test_per_class}
     )
     write_json(output_dir / "reliability.json", model.test_reliability)
+    try:
+        from ecl_lightning.plots import save_run_plots
+
+        save_run_plots(output_dir)
+    except Exception as err:  # a plot must never cost a finished run its numbers
+        log.warning("Could not draw the run's plots: %s", err)
     log.info("Test results (%s) -> %s\n%s", tested, output_dir / "metrics.json", results_table(metrics))
