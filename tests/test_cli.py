@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -74,9 +75,28 @@ def test_multirun_with_in_process_ddp_is_refused(fmnist_dir, tmp_path):
 
 def test_non_editable_install_runs_from_anywhere(fmnist_dir, tmp_path):
     """A wheel (not the source tree) carries the configs: build it, install it alone, run it elsewhere."""
+    source = tmp_path / "source"  # a copy, so the build writes nothing into the checkout (build/, *.egg-info)
+    for part in ("src", "conf", "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy2
+        copy(
+            REPO / part,
+            source / part,
+            **({"ignore": shutil.ignore_patterns("*.egg-info", "__pycache__")} if (REPO / part).is_dir() else {}),
+        )
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
