@@ -180,13 +180,21 @@ def test_wandb_logger_runs_offline_without_api_key(data_dirs, tmp_path, monkeypa
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    overrides = ["debug=limit", "trainer.max_epochs=1", "logger=wandb"]  # fast_dev_run would mute the logger
-    cfg = compose_cfg(overrides + tiny_overrides("fmnist_lt", data_dirs), tmp_path)
+    overrides = ["trainer.max_epochs=1", "logger=wandb"] + tiny_overrides("fmnist_lt", data_dirs)
+    cfg = compose_cfg(overrides, tmp_path)
     metrics = train(cfg)
     assert cfg.logger.wandb.offline is True and cfg.logger.wandb.log_model is False
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert any(run.glob("*.wandb"))
     assert "test/acc" in metrics
+    # The run file is a protobuf record log: logged keys appear in it as plain strings.
+    records = next(run.glob("*.wandb")).read_bytes()
+    logged = ("train/loss_kd", "train/loss_con", "train/kd_weight_mean", "train/kd_weight_std", "val/acc_few")
+    logged += ("test/acc", "test/expert2/acc_medium", "test/per_class", "test/confusion_matrix", "reweight")
+    for key in logged:
+        assert key.encode() in records, key
+    tables = {p.name.split("_")[0] for p in (run / "files" / "media" / "table" / "test").glob("*.table.json")}
+    assert {"per", "confusion"} <= tables, tables
 
 
 @pytest.mark.parametrize(
