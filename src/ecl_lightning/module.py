@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
 from functools import partial
 
 import lightning as L
+import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from ecl_lightning.config import (
@@ -40,6 +44,7 @@ from ecl_lightning.losses import (
 )
 from ecl_lightning.metrics import SPLITS, LongTailMetrics
 from ecl_lightning.models import KeyQueue, MomentumEncoder, MultiExpertNet, concat_all_gather
+from ecl_lightning.models.profile import count_params, model_size
 from ecl_lightning.optim import build_optimizer, lr_factor, scaled_lr
 
 log = logging.getLogger("ecl_lightning")
@@ -141,6 +146,7 @@ class ECLModule(L.LightningModule):
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def on_fit_start(self) -> None:
+        self._log_model_size()
         if self.use_contrastive:
             global_batch = self._global_batch_size()
             if global_batch and self.loss_cfg.queue_size % global_batch:
@@ -148,6 +154,24 @@ class ECLModule(L.LightningModule):
                     f"model.loss.queue_size={self.loss_cfg.queue_size} must be a multiple of the global batch "
                     f"size {global_batch} (data.batch_size x processes)"
                 )
+
+    def _log_model_size(self) -> None:
+        """Parameters and per-image forward cost of the shared part and of each expert, once per fit."""
+        shape = self._input_shape()
+        if shape is None or not self.trainer.is_global_zero:
+            return
+        size = model_size(self.net, shape)
+        momentum = count_params(self.momentum_encoder) if self.use_contrastive else 0
+        log.info("Model: %s; momentum encoder %.2f M parameters (EMA, not trained)", size.summary(), momentum / 1e6)
+
+    def _input_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) of one evaluation image of the datamodule (eval transforms draw no random numbers)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        for name in ("val_set", "test_set"):
+            dataset = getattr(dm, name, None)
+            if dataset is not None and len(dataset) > 0:
+                return tuple(dataset[0][0].shape)
+        return None
 
     def on_train_start(self) -> None:
         for m in self.val_metrics.values():  # the sanity check must not leak into epoch-0 numbers
@@ -316,9 +340,49 @@ class ECLModule(L.LightningModule):
         self.log_dict(results, sync_dist=False)
         return results
 
+    # --------------------------------------------------------------------------------------------------- resume
+    # Lightning checkpoints weights (queues and momentum encoder are buffers/modules), optimiser, scheduler and loop
+    # state; the loss ramps derive from global_step. It leaves out the RNG states, which decide the next epoch's
+    # shuffling, augmentations and loader worker seeds: saved here, one entry per process.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        states = [_rng_states()]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, _rng_states())  # every rank builds the checkpoint; rank 0 writes it
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """When fit resumes, put back the RNG states of the (epoch-end) checkpoint.
+
+        Done here, at once: the next draw must be the train loader's, and Lightning makes that iterator (drawing its
+        loader seed) soon after, in configure_optimizers (estimated_stepping_batches); the sanity check runs with the
+        RNG isolated. Exact with num_workers=0 or non-persistent workers; persistent workers keep RNG streams that
+        no checkpoint holds.
+        """
+        trainer = self._trainer
+        states = checkpoint.get("rng_states")
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING or not states:
+            return  # load_from_checkpoint or a test: no training to continue
+        if len(states) != trainer.world_size:
+            log.warning(
+                "The checkpoint holds RNG states of %d process(es), this run has %d: the data order and "
+                "augmentations after the resume differ from those of an uninterrupted run.",
+                len(states), trainer.world_size,
+            )  # fmt: skip
+            return
+        _set_rng_states(states[trainer.global_rank])
+
     # ------------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        lr = scaled_lr(self.optim_cfg, self._global_batch_size())
+        global_batch = self._global_batch_size()
+        lr = scaled_lr(self.optim_cfg, global_batch)
+        o = self.optim_cfg
+        rule = f"{o.lr:g} x {global_batch} / {o.base_batch_size}" if o.base_batch_size and global_batch else "unscaled"
+        if self.trainer.is_global_zero:
+            log.info(
+                "Optimiser %s: global batch %s (data.batch_size x %d processes x %d accumulation), lr %.6g (%s)",
+                o.name, global_batch, self.trainer.world_size, self.trainer.accumulate_grad_batches, lr, rule,
+            )  # fmt: skip
         optimizer = build_optimizer(self.net.parameters(), self.optim_cfg, lr)
         total = int(self.trainer.estimated_stepping_batches)
         max_epochs = self.trainer.max_epochs or 0
@@ -356,3 +420,24 @@ class ECLModule(L.LightningModule):
         if self.trainer.world_size > 1:
             return self.all_gather(t).flatten(0, 1)
         return t
+
+
+def _rng_states() -> dict:
+    """This process's Python, NumPy, torch CPU and CUDA RNG states, in types that `weights_only` loading accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_states(states: dict) -> None:
+    """Restore what `_rng_states` returned."""
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
@@ -64,7 +65,19 @@ def build(cfg: DictConfig):
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _check_precision(cfg, trainer)
     return datamodule, model, trainer
+
+
+def _check_precision(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """Say, under the config key, what Lightning does with fp16 mixed precision on a CPU (it runs bf16 instead)."""
+    asked = str(cfg.trainer.get("precision"))
+    if asked in ("16-mixed", "16") and isinstance(trainer.accelerator, CPUAccelerator):
+        log.warning(
+            "trainer.precision=%s: fp16 mixed precision needs a GPU, so on CPU Lightning trains with %s instead. "
+            "Set trainer.precision=bf16-mixed (or 32-true) to ask for what runs.",
+            asked, trainer.precision,
+        )  # fmt: skip
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -1,0 +1,126 @@
+"""Exact resume: 1 epoch + resume to 2 gives the same weights, queues, optimiser state and test numbers as 2 epochs
+in one go, from an explicit checkpoint path and from `ckpt_path=last` in a stable `run_id` run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from ecl_lightning.module import ECLModule
+from ecl_lightning.train import train
+from test_train import compose_cfg, tiny_overrides
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def resume_overrides(fmnist_dir: Path, max_epochs: int) -> list[str]:
+    # The lr steps down at the epoch boundary (scheduler state), the loss ramps span both epochs (global step),
+    # and the last weights are tested (no best-by-val pick that could hide a difference in epoch 2).
+    return tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}) + [
+        f"trainer.max_epochs={max_epochs}",
+        "trainer.deterministic=true",
+        "model.schedule.name=multistep",
+        "model.schedule.warmup_epochs=0",
+        "model.schedule.milestones=[1]",
+        "model.loss.warmup_epochs=2",
+        "callbacks.model_checkpoint.monitor=null",
+    ]
+
+
+@pytest.fixture
+def step_counter(monkeypatch) -> list[int]:
+    """Counts ECLModule training steps: a resumed run trains only the epochs left."""
+    calls = []
+    step = ECLModule.training_step
+
+    def counted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ECLModule, "training_step", counted)
+    return calls
+
+
+def last_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_run(metrics: dict, ckpt: dict, reference: tuple[dict, dict]) -> None:
+    ref_metrics, ref_ckpt = reference
+    test_keys = {k for k in ref_metrics if k.startswith("test/")}
+    assert test_keys and test_keys == {k for k in metrics if k.startswith("test/")}
+    assert {k: metrics[k] for k in test_keys} == pytest.approx({k: ref_metrics[k] for k in test_keys}, abs=1e-6)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (ref_ckpt["epoch"], ref_ckpt["global_step"])
+    state, ref_state = ckpt["state_dict"], ref_ckpt["state_dict"]
+    assert state.keys() == ref_state.keys()
+    for key in ("queue.keys", "queue.labels", "queue.ptr"):
+        assert torch.equal(state[key], ref_state[key]), key
+    different = [k for k in ref_state if not torch.equal(state[k], ref_state[k])]
+    assert not different, different[:5]
+    momentum = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    ref_momentum = [s["momentum_buffer"] for s in ref_ckpt["optimizer_states"][0]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, ref_momentum, strict=True))
+    assert ckpt["lr_schedulers"] == ref_ckpt["lr_schedulers"]
+
+
+@pytest.fixture(scope="module")
+def one_go(fmnist_dir, tmp_path_factory) -> tuple[dict, dict]:
+    """Two epochs in one run: (metrics, last.ckpt)."""
+    run_dir = tmp_path_factory.mktemp("one_go")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = train(compose_cfg(resume_overrides(fmnist_dir, 2), run_dir))
+    finally:
+        torch.set_num_threads(threads)
+    return metrics, last_state(run_dir)
+
+
+def test_resume_from_a_checkpoint_path_equals_one_go(one_go, fmnist_dir, tmp_path, step_counter):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(compose_cfg(resume_overrides(fmnist_dir, 1), first))
+    steps_per_epoch = last_state(first)["global_step"]
+    assert last_state(first)["epoch"] == 0 and len(step_counter) == steps_per_epoch > 0
+    ckpt_path = first / "checkpoints" / "last.ckpt"
+    metrics = train(compose_cfg(resume_overrides(fmnist_dir, 2) + [f"ckpt_path={ckpt_path}"], second))
+    assert len(step_counter) == 2 * steps_per_epoch  # the second run trained epoch 2 only
+    assert_same_run(metrics, last_state(second), one_go)
+
+
+def compose_run(overrides: list[str], root: Path):
+    """Compose as `python -m ecl_lightning` does, with the run directory that Hydra would make under `root`."""
+    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={root}", *overrides], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        run_dir = Path(cfg.hydra.run.dir)
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(run_dir)
+    return cfg, run_dir
+
+
+def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path, step_counter):
+    # As a requeued SLURM job does: the same command twice. The first start finds no checkpoint and trains from
+    # scratch (Lightning warns); the second finds <run dir>/checkpoints/last.ckpt and continues from it.
+    overrides = ["run_id=job42", "ckpt_path=last"]
+    cfg, run_dir = compose_run(resume_overrides(fmnist_dir, 1) + overrides, tmp_path)
+    assert run_dir.name == "job42"
+    train(cfg)
+    steps_per_epoch = last_state(run_dir)["global_step"]
+    assert last_state(run_dir)["epoch"] == 0 and len(step_counter) == steps_per_epoch > 0
+    cfg, same_dir = compose_run(resume_overrides(fmnist_dir, 2) + overrides, tmp_path)
+    assert same_dir == run_dir
+    metrics = train(cfg)
+    assert len(step_counter) == 2 * steps_per_epoch  # resumed: a fresh start would have trained 2 epochs
+    assert_same_run(metrics, last_state(run_dir), one_go)
