@@ -50,11 +50,11 @@ def grey_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) ->
 def write_idx_dataset(
     root: str | Path,
     n_train_per_class: int | Sequence[int],
-    n_test_per_class: int,
+    n_test_per_class: int | Sequence[int],
     gzip: bool = True,
     seed: int = 0,
 ) -> Path:
-    """Write the four Fashion-MNIST IDX files (10 classes unless a list says otherwise) into root."""
+    """Write the four Fashion-MNIST IDX files (10 classes unless a train list says otherwise) into root."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     num_classes = 10 if isinstance(n_train_per_class, int) else len(n_train_per_class)

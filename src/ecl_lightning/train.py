@@ -9,8 +9,10 @@ import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import DictConfig, open_dict
 
+from ecl_lightning.config import ConfigError
 from ecl_lightning.utils import (
     check_launch,
     configure_wandb,
@@ -66,6 +68,7 @@ def build(cfg: DictConfig):
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _check_precision(cfg, trainer)
+    _check_sync_batchnorm(cfg, trainer)
     return datamodule, model, trainer
 
 
@@ -78,6 +81,17 @@ def _check_precision(cfg: DictConfig, trainer: L.Trainer) -> None:
             "Set trainer.precision=bf16-mixed (or 32-true) to ask for what runs.",
             asked, trainer.precision,
         )  # fmt: skip
+
+
+def _check_sync_batchnorm(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """torch's SyncBatchNorm has no CPU implementation: DDP would refuse the model only once fit has started."""
+    parallel = isinstance(trainer.strategy, ParallelStrategy)
+    if cfg.trainer.get("sync_batchnorm") and parallel and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ConfigError(
+            f"trainer.sync_batchnorm=true with strategy={cfg.trainer.get('strategy')} on CPU: torch's SyncBatchNorm "
+            "only runs on GPUs. Set trainer.sync_batchnorm=false (each process keeps its own BatchNorm statistics, "
+            "as in most DDP recipes) or train on GPUs (trainer=ddp)."
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -93,20 +107,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
+    # The last epoch's val metrics, read now: trainer.test() replaces callback_metrics with the test ones.
+    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+    best = _best_val(trainer)
+    if best is not None:
+        val_metrics["val/acc_best"] = best
     metrics: dict[str, float] = {}
     if cfg.get("test", True):
         ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
         log.info("Testing the %s%s", which, f" ({ckpt_path})" if ckpt_path else "")
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = dict(model.test_results)
-        best = _best_val(trainer)
         if best is not None:
             metrics["val/acc_best"] = best
         if trainer.is_global_zero:
             write_test_outputs(output_dir, metrics, model, datamodule.class_counts, which)
 
     _finish_wandb(trainer)
-    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     return {**val_metrics, **metrics}
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.loaders import make_loader
 from ecl_lightning.data.splitfile import (
     SplitEntries,
     describe_problems,
@@ -266,14 +267,14 @@ class SplitFileDataModule(L.LightningDataModule):
         }
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+            batch_size,
+            train=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
+            trainer=self.trainer,
         )
 
     def train_dataloader(self) -> DataLoader:
