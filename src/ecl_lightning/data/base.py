@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ecl_lightning.data.loaders import make_loader
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 
 
@@ -41,8 +42,11 @@ class TwoViewDataset(ImageArrayDataset):
 class LongTailDataModule(L.LightningDataModule):
     """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
 
-    Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`
-    and `_transforms`.
+    Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`,
+    `_transforms` and `_gpu_transforms`.
+
+    With `gpu_augment`, the train loader yields (uint8 images, y) and `on_after_batch_transfer` builds the two views
+    batched on the device during training, so workers only index and collate.
     """
 
     name: str = "longtail"
@@ -64,6 +68,7 @@ class LongTailDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         augment: bool = True,
         val_per_class: int = 0,
+        gpu_augment: bool = False,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir).expanduser()
@@ -76,6 +81,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.n_max = int(n_max) if n_max is not None else self.default_n_max
         self.download = download
         self.augment = augment
+        self.gpu_augment = gpu_augment
         self.val_per_class = val_per_class if self.has_val else 0
         # Fail on a bad profile at construction, not after loading the data.
         self._counts = longtail_counts(self.n_max, self.num_classes, self.imbalance_factor)
@@ -96,6 +102,10 @@ class LongTailDataModule(L.LightningDataModule):
 
     def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(train view 1, train view 2, eval) transforms on uint8 CHW tensors."""
+        raise NotImplementedError
+
+    def _gpu_transforms(self, augment: bool) -> nn.Module:
+        """The batched train views (data/gpu_aug.py): uint8 (B, C, H, W) -> (view 1, view 2)."""
         raise NotImplementedError
 
     # ---- LightningDataModule API ----------------------------------------------------------------------
@@ -130,12 +140,23 @@ class LongTailDataModule(L.LightningDataModule):
             x, y = (x[idx], y[idx]) if idx is not None else (x.copy(), y)  # copy: the reader's buffer is read-only
             return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
 
-        self.train_set = TwoViewDataset(*tensors(train_x, train_y, self.train_indices), view1, view2)
+        if self.gpu_augment:  # uint8 images as stored; the views are built on the device (on_after_batch_transfer)
+            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices), nn.Identity())
+            self.gpu_views = self._gpu_transforms(self.augment)
+        else:
+            self.train_set = TwoViewDataset(*tensors(train_x, train_y, self.train_indices), view1, view2)
         self.val_set = (
             ImageArrayDataset(*tensors(train_x, train_y, self.val_indices), evaluate) if self.has_val else None
         )
         self.test_set = ImageArrayDataset(*tensors(test_x, test_y), evaluate)
         self._ready = True
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With gpu_augment, a training batch (uint8 x, y) becomes (view 1, view 2, y) on its device; others pass."""
+        if self.gpu_augment and self.trainer is not None and self.trainer.training:
+            images, targets = batch
+            return (*self.gpu_views(images), targets)
+        return batch
 
     @property
     def class_counts(self) -> list[int]:
@@ -158,14 +179,14 @@ class LongTailDataModule(L.LightningDataModule):
         }
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+            batch_size,
+            train=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
+            trainer=self.trainer,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ecl_lightning.data.base import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.gpu_aug import cifar_gpu_transforms
 from ecl_lightning.data.transforms import cifar_transforms
 
 # folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
@@ -79,6 +80,7 @@ class CIFARLTDataModule(LongTailDataModule):
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
         augment: bool = True,
+        gpu_augment: bool = False,
     ) -> None:
         if num_classes not in LAYOUTS:
             raise ValueError(f"data.num_classes must be 10 or 100 for CIFAR, got {num_classes}")
@@ -96,6 +98,7 @@ class CIFARLTDataModule(LongTailDataModule):
             persistent_workers=persistent_workers,
             eval_batch_size=eval_batch_size,
             augment=augment,
+            gpu_augment=gpu_augment,
         )
 
     def search_dirs(self) -> list[Path]:
@@ -132,3 +135,6 @@ class CIFARLTDataModule(LongTailDataModule):
 
     def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return cifar_transforms(augment)
+
+    def _gpu_transforms(self, augment: bool) -> nn.Module:
+        return cifar_gpu_transforms(augment)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ecl_lightning.data.base import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.gpu_aug import fmnist_gpu_transforms
 from ecl_lightning.data.transforms import fmnist_transforms
 
 # Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
@@ -87,6 +88,7 @@ class FashionMNISTLTDataModule(LongTailDataModule):
         eval_batch_size: int | None = None,
         augment: bool = True,
         val_per_class: int = 100,
+        gpu_augment: bool = False,
     ) -> None:
         super().__init__(
             data_dir,
@@ -100,6 +102,7 @@ class FashionMNISTLTDataModule(LongTailDataModule):
             eval_batch_size=eval_batch_size,
             augment=augment,
             val_per_class=val_per_class,
+            gpu_augment=gpu_augment,
         )
 
     def search_dirs(self) -> list[Path]:
@@ -138,3 +141,6 @@ class FashionMNISTLTDataModule(LongTailDataModule):
 
     def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return fmnist_transforms(augment)
+
+    def _gpu_transforms(self, augment: bool) -> nn.Module:
+        return fmnist_gpu_transforms(augment)
