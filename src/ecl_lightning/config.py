@@ -46,11 +46,14 @@ class NetConfig:
     head_scale: float = 16.0
     proj_dim: int = 128
     proj_hidden: int | None = None
+    fuse_experts: bool | str = "auto"  # run the K experts as one grouped computation; auto: on CUDA only
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:
             raise ConfigError(f"model.net.num_experts={self.num_experts} must be >= 1")
         _choice("model.net.head", self.head, ("linear", "cosine"))
+        if not (isinstance(self.fuse_experts, bool) or self.fuse_experts == "auto"):
+            raise ConfigError(f"model.net.fuse_experts={self.fuse_experts!r} is not one of [false, true, auto]")
 
 
 @dataclass

@@ -68,6 +68,7 @@ class ECLModule(L.LightningModule):
         schedule: dict | None = None,
         eval: dict | None = None,  # noqa: A002 - the config group's name
         channels_last: bool = False,
+        compile: bool = False,  # noqa: A002 - the config key
     ) -> None:
         super().__init__()
         if class_counts is not None:
@@ -97,6 +98,7 @@ class ECLModule(L.LightningModule):
             proj_dim=n.proj_dim,
             proj_hidden=n.proj_hidden,
             backbone_kwargs=n.backbone_kwargs,
+            fuse_experts=n.fuse_experts,
         )
         self.num_experts = n.num_experts
         heads = self.eval_cfg.heads
@@ -109,6 +111,10 @@ class ECLModule(L.LightningModule):
         if self.use_contrastive:
             self.momentum_encoder = MomentumEncoder(self.net, momentum=c.moco_momentum)
             self.queue = KeyQueue(n.num_experts, n.proj_dim, c.queue_size)
+        if compile:  # in place (nn.Module.compile): the state_dict keeps its plain keys, no `_orig_mod.`
+            self.net.compile()
+            if self.use_contrastive:
+                self.momentum_encoder.compile()
         # Registered here (not in setup) so load_from_checkpoint restores them without a datamodule.
         self.register_buffer("log_prior", torch.zeros(num_classes))
         if c.reweight == "class_ema":
@@ -196,16 +202,31 @@ class ECLModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x1, x2, y = batch
+        loss, terms, stats = self.compute_loss(x1, x2, y, self._epoch_float())
+        bs = y.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/loss_{name}": term.detach() for name, term in terms.items()}, batch_size=bs)
+        self.log_dict({f"train/{name}": value for name, value in stats.items() if name != "acc"}, batch_size=bs)
+        self.log("train/acc", stats["acc"], prog_bar=True, batch_size=bs)
+        return loss
+
+    def compute_loss(self, x1: Tensor, x2: Tensor, y: Tensor, epoch: float) -> tuple[Tensor, dict, dict]:
+        """The ECL objective on one batch of two views: (total loss, unweighted terms, detached statistics).
+
+        Independent of the Trainer (`epoch`, fractional, drives the warm-up ramps), so a bare PyTorch loop
+        (bench/bench_step.py) runs exactly the computation of `training_step`.
+        """
         x1, x2 = self._layout(x1), self._layout(x2)
         c = self.loss_cfg
         out = self.net(x1)
         logits, dist_logits, feats = out["logits"], out.get("dist_logits"), out["feats"]
         lp = self.log_prior
         k_range = range(self.num_experts)
-        ramp = linear_ramp(self._epoch_float(), c.warmup_epochs)
+        ramp = linear_ramp(epoch, c.warmup_epochs)
 
         terms: dict[str, Tensor] = {}  # unweighted, summed over experts
         weights: dict[str, float] = {}
+        stats: dict[str, Tensor | float] = {"ramp": ramp}
         terms["label"] = sum(balanced_softmax_loss(logits[k], y, lp, c.tau) for k in k_range)
         weights["label"] = 1.0
         if c.hcm:
@@ -215,7 +236,7 @@ class ECLModule(L.LightningModule):
             )
             weights["hcm"] = c.hcm_weight
         if self.num_experts > 1 and c.kd_weight > 0:
-            terms["kd"] = self._distillation_loss(logits, dist_logits, y)
+            terms["kd"] = self._distillation_loss(logits, dist_logits, y, stats)
             weights["kd"] = ramp * c.kd_weight
         if self.num_experts > 1 and c.feat_weight > 0:
             terms["feat"] = feature_distillation_loss(feats, c.feat_distance, c.feat_target).sum()
@@ -228,20 +249,14 @@ class ECLModule(L.LightningModule):
         if not torch.isfinite(loss):
             bad = [name for name, term in terms.items() if not torch.isfinite(term)]
             raise FloatingPointError(
-                f"non-finite training loss at step {self.global_step} (epoch {self.current_epoch}): "
+                f"non-finite training loss at step {self.global_step} (epoch {epoch:.2f}): "
                 f"term(s) {bad or list(terms)}; lower model.optim.lr or check the data"
             )
-
-        bs = y.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/loss_{name}": term.detach() for name, term in terms.items()}, batch_size=bs)
-        self.log("train/ramp", ramp, batch_size=bs)
         with torch.no_grad():
-            acc = (logits.mean(0).argmax(-1) == y).float().mean()
-        self.log("train/acc", acc, prog_bar=True, batch_size=bs)
-        return loss
+            stats["acc"] = (logits.mean(0).argmax(-1) == y).float().mean()
+        return loss, terms, stats
 
-    def _distillation_loss(self, logits: Tensor, dist_logits: Tensor | None, y: Tensor) -> Tensor:
+    def _distillation_loss(self, logits: Tensor, dist_logits: Tensor | None, y: Tensor, stats: dict) -> Tensor:
         """Online distillation from the other experts' ensemble into each expert's student head(s)."""
         c, lp = self.loss_cfg, self.log_prior
         teacher = ensemble_teacher(logits, lp, c.kd_temperature, detach=c.detach_teacher)
@@ -258,8 +273,8 @@ class ECLModule(L.LightningModule):
             if c.distill_into_label_head:
                 total = total + kd_loss(logits[k], teacher[k], lp, c.kd_temperature)
         if raw_means:
-            self.log("train/kd_weight_mean", torch.stack(raw_means).mean(), batch_size=y.shape[0])
-            self.log("train/kd_weight_std", torch.stack(raw_stds).mean(), batch_size=y.shape[0])
+            stats["kd_weight_mean"] = torch.stack(raw_means).mean().detach()
+            stats["kd_weight_std"] = torch.stack(raw_stds).mean().detach()
         return total
 
     def _kd_weights(self, k: int, z: Tensor, s: Tensor, y: Tensor) -> Tensor | None:
@@ -336,9 +351,37 @@ class ECLModule(L.LightningModule):
                 self.test_per_class[head] = metric.synced_per_class_accuracy().tolist()
                 self.test_reliability[head] = metric.reliability()
             metric.reset()
+        count = results.get(f"{stage}/count")
+        if count is not None:  # samples evaluated by all processes together (the metric states are summed)
+            results[f"{stage}/num_samples"] = count
+            self._check_num_samples(stage, int(count))
         # Values are already reduced across processes by the metrics themselves.
         self.log_dict(results, sync_dist=False)
         return results
+
+    def _check_num_samples(self, stage: str, num_samples: int) -> None:
+        """Raise if an evaluation of a whole split saw another number of samples than the split holds.
+
+        A padded distributed sampler counts some samples twice, a missing one every sample once per process: the
+        metrics would be silently off. Skipped where fewer batches are run on purpose (sanity check, fast_dev_run,
+        an integer or fractional limit_{val,test}_batches).
+        """
+        trainer = self.trainer
+        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+        if trainer.sanity_checking or trainer.fast_dev_run or not (isinstance(limit, float) and limit == 1.0):
+            return
+        loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        datasets = [getattr(loader, "dataset", None) for loader in loaders]
+        if not datasets or not all(hasattr(d, "__len__") for d in datasets):
+            return  # an iterable dataset: nothing to compare with
+        expected = sum(len(d) for d in datasets)
+        if num_samples != expected:
+            raise RuntimeError(
+                f"{stage}: {num_samples} samples were evaluated over {trainer.world_size} process(es), but the "
+                f"{stage} split holds {expected}. Each sample must be evaluated exactly once: under DDP the "
+                f"{stage} loader needs an unpadded distributed sampler (ecl_lightning.data.loaders.make_loader)."
+            )
 
     # --------------------------------------------------------------------------------------------------- resume
     # Lightning checkpoints weights (queues and momentum encoder are buffers/modules), optimiser, scheduler and loop
@@ -412,12 +455,12 @@ class ECLModule(L.LightningModule):
         return int(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def _mean_across_processes(self, value: Tensor) -> Tensor:
-        if self.trainer.world_size > 1:
-            return self.trainer.strategy.reduce(value.detach(), reduce_op="mean")
+        if self._trainer is not None and self._trainer.world_size > 1:
+            return self._trainer.strategy.reduce(value.detach(), reduce_op="mean")
         return value.detach()
 
     def _gather_batch(self, t: Tensor) -> Tensor:
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             return self.all_gather(t).flatten(0, 1)
         return t
 

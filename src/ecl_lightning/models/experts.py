@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ConfigError
 from .backbones import build_trunk, global_pool
+from .fused import FUSE_CHOICES, fused_branch_features, unfusable_reason, use_fused
 from .heads import build_head
 
 
@@ -27,9 +29,11 @@ def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
-def expert_features(shared: nn.Module, branches: nn.ModuleList, x: Tensor) -> Tensor:
-    """[B, ...] images -> [K, B, F] pooled features; the shared part runs once."""
+def expert_features(shared: nn.Module, branches: nn.ModuleList, x: Tensor, fused: bool = False) -> Tensor:
+    """[B, ...] images -> [K, B, F] pooled features; the shared part runs once, the experts one by one or fused."""
     h = shared(x)
+    if fused:
+        return fused_branch_features(branches, h)
     return torch.stack([branch(h) for branch in branches])
 
 
@@ -39,7 +43,11 @@ def project_features(projectors: nn.ModuleList, feats: Tensor) -> Tensor:
 
 
 class MultiExpertNet(nn.Module):
-    """K experts; stem + first `shared_stages` stages shared (0 = fully separate trunks, as in NCL)."""
+    """K experts; stem + first `shared_stages` stages shared (0 = fully separate trunks, as in NCL).
+
+    `fuse_experts` (False | True | "auto") runs the K branches as one grouped computation (models/fused.py) with the
+    same parameters and state_dict; "auto" fuses on CUDA only, and not where the backbone has no fused rule.
+    """
 
     def __init__(
         self,
@@ -54,6 +62,7 @@ class MultiExpertNet(nn.Module):
         proj_dim: int = 128,
         proj_hidden: int | None = None,
         backbone_kwargs: dict | None = None,
+        fuse_experts: bool | str = False,
     ):
         super().__init__()
         if num_experts < 1:
@@ -81,9 +90,19 @@ class MultiExpertNet(nn.Module):
         )
         self.projectors = nn.ModuleList(projector(F_, proj_hidden or F_, proj_dim) for _ in range(K))
 
+        if not (isinstance(fuse_experts, bool) or fuse_experts == "auto"):
+            raise ConfigError(f"model.net.fuse_experts={fuse_experts!r} is not one of {list(FUSE_CHOICES)}")
+        reason = unfusable_reason(self.branches) if fuse_experts else None
+        if reason and fuse_experts is True:
+            raise ConfigError(
+                f"model.net.fuse_experts=true is not supported for backbone {backbone!r}: {reason}; "
+                "set model.net.fuse_experts=false (or auto)"
+            )
+        self.fuse_experts: bool | str = False if reason else fuse_experts
+
     def features(self, x: Tensor) -> Tensor:
         """[B, C, H, W] -> [K, B, F] pooled features."""
-        return expert_features(self.shared, self.branches, x)
+        return expert_features(self.shared, self.branches, x, use_fused(self.fuse_experts, x, self.num_experts))
 
     def classify(self, feats: Tensor) -> tuple[Tensor, Tensor | None]:
         """[K, B, F] -> label logits [K, B, C] and distillation logits [K, B, C] (None without dist heads)."""

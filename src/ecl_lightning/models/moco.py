@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .experts import MultiExpertNet, expert_features, project_features
+from .fused import use_fused
 
 
 class MomentumEncoder(nn.Module):
@@ -21,6 +22,7 @@ class MomentumEncoder(nn.Module):
         self.shared = copy.deepcopy(net.shared)
         self.branches = copy.deepcopy(net.branches)
         self.projectors = copy.deepcopy(net.projectors)
+        self.fuse_experts = net.fuse_experts  # the same fused or one-by-one path as the online network
         self.requires_grad_(False)
 
     @staticmethod
@@ -41,7 +43,8 @@ class MomentumEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         """[B, C, H, W] -> keys [K, B, d], L2-normalised."""
-        return project_features(self.projectors, expert_features(self.shared, self.branches, x))
+        fused = use_fused(self.fuse_experts, x, len(self.branches))
+        return project_features(self.projectors, expert_features(self.shared, self.branches, x, fused))
 
 
 class KeyQueue(nn.Module):
