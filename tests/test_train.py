@@ -174,6 +174,8 @@ def test_debug_presets_run(preset, data_dirs, tmp_path):
     assert cfg.task_name == "debug" and cfg.data.num_workers == 0
     metrics = train(cfg)
     assert metrics["test/count"] > 0
+    if preset == "limit":  # validation ran: its last-epoch metrics are returned (what a sweeper optimises)
+        assert 0.0 <= metrics["val/acc"] <= 1.0 and "val/acc_few" in metrics
 
 
 def test_wandb_logger_runs_offline_without_api_key(data_dirs, tmp_path, monkeypatch):

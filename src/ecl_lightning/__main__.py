@@ -12,7 +12,17 @@ def main(cfg: DictConfig) -> float | None:
     from ecl_lightning.train import train  # imported here so `--help` and `--cfg` stay fast
 
     metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric") or "")
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        from ecl_lightning.config import ConfigError
+
+        raise ConfigError(
+            f"optimized_metric={name!r} is not among this run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
+            "val/acc_best needs checkpointing on a val split (not debug=fdr)"
+        )
+    return float(metrics[name])
 
 
 if __name__ == "__main__":

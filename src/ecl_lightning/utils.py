@@ -38,7 +38,22 @@ def check_launch(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.strategy={strategy} with several devices inside a Hydra multirun on the basic launcher "
             "re-runs the sweep in each child process. Use one device per job (trainer.devices=1), "
-            "trainer.strategy=ddp_spawn, or the SLURM launcher (hydra/launcher=submitit_slurm)."
+            "trainer.strategy=ddp_spawn, or the SLURM launcher (hydra/launcher=slurm)."
+        )
+    if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and strategy.startswith("ddp"):
+        _check_slurm_sizes(cfg, hc.launcher)
+
+
+def _check_slurm_sizes(cfg: DictConfig, launcher: DictConfig) -> None:
+    """Under SLURM, Lightning takes its ranks from the SLURM tasks: one task per device on each of num_nodes nodes."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    tasks, slurm_nodes = launcher.get("tasks_per_node", 1), launcher.get("nodes", 1)
+    if not isinstance(devices, int) or devices < 1 or devices != tasks or nodes != slurm_nodes:
+        raise ConfigError(
+            f"trainer.devices={devices}, trainer.num_nodes={nodes} do not match the SLURM job "
+            f"(hydra.launcher.tasks_per_node={tasks}, hydra.launcher.nodes={slurm_nodes}): DDP under SLURM runs one "
+            "task per device. Use hydra/launcher=slurm, which sizes the job from trainer.devices (a number, not -1) "
+            "and trainer.num_nodes."
         )
 
 
