@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 FMNIST_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help setup data train test test-slow test-all lint format clean
+.PHONY: help setup data train test test-slow test-all bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,13 +48,17 @@ test-slow: setup  ## the slow tests only (end-to-end runs on the real Fashion-MN
 test-all: setup  ## every test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+bench: setup data  ## speed benchmarks (never part of make test): training step variants, then the data loaders
+	$(PY) bench/bench_step.py $(BENCH_ARGS)
+	$(PY) bench/bench_data.py
+
 lint: setup  ## ruff lint and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 format: setup  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
 
 clean:  ## remove caches and build outputs (keeps .venv, data and logs)
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

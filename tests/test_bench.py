@@ -1,0 +1,48 @@
+"""The benchmark scripts stay runnable: one tiny pass each (the figures themselves come from `make bench`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_bench_step_compares_lightning_and_bare_loop(capsys):
+    bench = load("bench_step")
+    bench.main(["--experiment", "fmnist_lt", "--batch", "16", "--warmup", "1", "--steps", "2", "--repeats", "1",
+                "--variants", "lightning,bare_nchw"])  # fmt: skip
+    rows = table_rows(capsys.readouterr().out)
+    assert set(rows) == {"lightning", "bare_nchw"}
+    for step_ms, images_s, _ratio, memory in rows.values():
+        assert float(step_ms) > 0 and float(images_s) > 0 and float(memory) > 0.05  # a process holds > 50 MiB
+    assert rows["lightning"][2] == "1.00x"
+
+
+def test_bench_step_refuses_unknown_variant():
+    with pytest.raises(SystemExit, match="unknown variant"):
+        load("bench_step").main(["--variants", "bare,turbo"])
+
+
+def test_bench_data_measures_both_pipelines(capsys):
+    bench = load("bench_data")
+    bench.main(["--datasets", "cifar10_lt", "--workers", "0", "--batch", "32", "--batches", "2", "--warmup", "1",
+                "--repeats", "1", "--gpu-augment", "--n-max", "200"])  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| cifar10_lt")]
+    assert len(lines) == 2 and "views in the workers" in lines[0] and "views on cpu" in lines[1]
+    assert all(float(line.strip("|").split("|")[-1]) > 0 for line in lines)
