@@ -52,3 +52,15 @@ def inat2018_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from datagen import SPLIT_TREE_TRAIN, write_split_tree
 
     return write_split_tree(tmp_path_factory.mktemp("inat2018"), "inat2018", 5, SPLIT_TREE_TRAIN, 3)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: on the shared 2-core test machine, 2 threads under load make a batch norm
+    ~100x slower than 1. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

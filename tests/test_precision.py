@@ -9,13 +9,7 @@ import torch
 from ecl_lightning.train import build
 from test_train import compose_cfg, tiny_overrides
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bf16_mixed_trains_on_cpu_with_finite_losses(fmnist_dir, tmp_path):

@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 
 from ecl_lightning.train import train
@@ -16,13 +15,7 @@ from test_train import compose_cfg
 RECIPES = ["imagenet_lt", "places_lt", "inat2018"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On the shared 2-core test machine, 2 intra-op threads under load make a batch norm ~100x slower than 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_recipe(experiment: str, overrides: tuple[str, ...] = ()):

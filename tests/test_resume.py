@@ -15,13 +15,7 @@ from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
 from test_train import compose_cfg, tiny_overrides
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def resume_overrides(fmnist_dir: Path, max_epochs: int) -> list[str]:

@@ -3,20 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.train import build, train
 from test_train import compose_cfg
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On the shared 2-core test machine, 2 intra-op threads under load make a batch norm ~100x slower than 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def overrides(dataset: str, tree) -> list[str]:
