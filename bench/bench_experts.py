@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import nullcontext
 
+import _common
 import torch
 import torch.nn.functional as F
+from _common import peak_rss_gib, sync
 
 from ecl_lightning.models import MultiExpertNet
 
@@ -98,29 +97,13 @@ def build(args) -> tuple[MultiExpertNet, torch.Tensor, torch.Tensor]:
     return net, x, y
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident set. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a
-    child of a big parent would report at least the parent's size."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20  # kB -> GiB
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def child_peak_rss(args, name: str) -> float:
     """Peak resident memory (GiB) of a fresh process running `name` (or only building it, name "build")."""
-    cmd = [sys.executable, __file__, "--memory-child", name, "--device", args.device, "--batch", str(args.batch)]
+    cmd = ["--memory-child", name, "--device", args.device, "--batch", str(args.batch)]
     cmd += ["--experts", str(args.experts), "--backbone", args.backbone, "--shared-stages", str(args.shared_stages)]
     cmd += ["--size", str(args.size), "--classes", str(args.classes), "--precision", args.precision]
     cmd += ["--threads", str(args.threads)] if args.threads else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return _common.child_peak_rss(__file__, cmd)
 
 
 def main(argv=None) -> None:

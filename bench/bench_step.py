@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import nullcontext
 from functools import partial
 
+import _common
 import lightning as L
 import torch
+from _common import peak_rss_gib, sync
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
@@ -87,11 +86,6 @@ def make_loader(args, counts, shape, n_batches: int) -> DataLoader:
     return DataLoader(TensorDataset(x1, x2, y), batch_size=args.batch, shuffle=False, drop_last=True)
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 class StepTimer(L.Callback):
     """Wall-clock time at the end of every training batch."""
 
@@ -99,7 +93,7 @@ class StepTimer(L.Callback):
         self.device, self.stamps = device, []
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.stamps.append(time.perf_counter())
 
 
@@ -147,7 +141,7 @@ def run_bare(args, module, loader) -> list[float]:
         scaler.update()
         scheduler.step()
         loss.item()  # Lightning reads the loss back every step too (progress/logging)
-        _sync(args.device)
+        sync(args.device)
         stamps.append(time.perf_counter())
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
@@ -163,21 +157,9 @@ def measure(args, name: str) -> list[float]:
     return times[args.warmup :]
 
 
-def _peak_rss_gib() -> float:
-    """This process's resident-set high-water mark. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and
-    exec, so a child started by a large parent would report the parent's peak."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB -> GiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux: best effort
-
-
 def child_peak_rss(args, name: str) -> float:
     """Peak resident memory (GiB) of a fresh process training `name` for warmup + 2 steps."""
     cmd = [
-        sys.executable,
-        __file__,
         "--memory-child",
         name,
         "--experiment",
@@ -195,8 +177,7 @@ def child_peak_rss(args, name: str) -> float:
     ]
     cmd += [f"--override={o}" for o in args.override]
     cmd += ["--threads", str(args.threads)] if args.threads else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return _common.child_peak_rss(__file__, cmd)
 
 
 def main(argv=None) -> None:
@@ -205,7 +186,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     if args.memory_child:
         measure(args, args.memory_child)
-        print(_peak_rss_gib())
+        print(peak_rss_gib())
         return
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]

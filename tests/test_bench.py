@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def load(name: str):
+    if str(BENCH) not in sys.path:  # the scripts import bench/_common.py, as when run as `python bench/<name>.py`
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
