@@ -8,9 +8,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ecl_lightning.data.loaders import make_loader
+from ecl_lightning.data.loaders import DataLoadersMixin
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 
 
@@ -39,7 +39,7 @@ class TwoViewDataset(ImageArrayDataset):
         return self.transform(img), self.view2(img), self.targets[i]
 
 
-class LongTailDataModule(L.LightningDataModule):
+class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
     """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
 
     Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`,
@@ -177,36 +177,3 @@ class LongTailDataModule(L.LightningDataModule):
             "val_indices": None if self.val_indices is None else self.val_indices.tolist(),
             "files": {key: str(path) for key, path in self.files.items()},
         }
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return make_loader(
-            dataset,
-            batch_size,
-            train=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            trainer=self.trainer,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (x1, x2, y) batches; drop_last keeps every batch full (the MoCo queue needs it)."""
-        self.setup()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"the long-tail train set has {len(self.train_set)} images, fewer than data.batch_size="
-                f"{self.batch_size}; with drop_last=True an epoch would be empty"
-            )
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """(x, y) batches of the class-balanced val split; [] when the dataset has none (CIFAR-LT)."""
-        self.setup()
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """(x, y) batches of the balanced test set."""
-        self.setup()
-        return self._loader(self.test_set, self.eval_batch_size, train=False)

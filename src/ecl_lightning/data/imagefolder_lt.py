@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.loaders import make_loader
+from ecl_lightning.data.loaders import DataLoadersMixin
 from ecl_lightning.data.splitfile import (
     SplitEntries,
     describe_problems,
@@ -117,7 +117,7 @@ def imagefolder_transforms(
     return view1, simclr, evaluate
 
 
-class SplitFileDataModule(L.LightningDataModule):
+class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
     """Shared base of the split-file benchmarks: images under `image_root`, one `path label` file per split.
 
     Subclasses set `name`, `default_num_classes`, `has_val`, `split_names` ({format: {split: file name}}),
@@ -265,39 +265,6 @@ class SplitFileDataModule(L.LightningDataModule):
             "files": {split: str(path) for split, path in self.files.items()},
             "num_images": {split: len(entries.files) for split, entries in self.entries.items()},
         }
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return make_loader(
-            dataset,
-            batch_size,
-            train=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            trainer=self.trainer,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (x1, x2, y) batches; drop_last keeps every batch full (the MoCo queue needs it)."""
-        self.setup()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"the train split has {len(self.train_set)} images, fewer than data.batch_size={self.batch_size}; "
-                "with drop_last=True an epoch would be empty"
-            )
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """(x, y) batches of the val split; [] for iNat, whose val split is the test split."""
-        self.setup()
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """(x, y) batches of the balanced test split."""
-        self.setup()
-        return self._loader(self.test_set, self.eval_batch_size, train=False)
 
 
 class ImageNetLTDataModule(SplitFileDataModule):
