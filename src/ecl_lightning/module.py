@@ -454,13 +454,18 @@ class ECLModule(L.LightningModule):
             return None
         return int(batch) * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
+    @property
+    def _distributed(self) -> bool:
+        """Attached to a Trainer with several processes (False in a bare loop: compute_loss runs without one)."""
+        return self._trainer is not None and self._trainer.world_size > 1
+
     def _mean_across_processes(self, value: Tensor) -> Tensor:
-        if self._trainer is not None and self._trainer.world_size > 1:
+        if self._distributed:
             return self._trainer.strategy.reduce(value.detach(), reduce_op="mean")
         return value.detach()
 
     def _gather_batch(self, t: Tensor) -> Tensor:
-        if self._trainer is not None and self._trainer.world_size > 1:
+        if self._distributed:
             return self.all_gather(t).flatten(0, 1)
         return t
 
