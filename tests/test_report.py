@@ -47,3 +47,16 @@ def test_cli_writes_file_and_errors_on_empty_dir(tmp_path):
     assert "| model=ecl | 1 | 50.00 |" in out.read_text()
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         main([str(tmp_path / "nothing")])
+
+
+def test_cli_joins_several_sweep_dirs_into_one_table(tmp_path):
+    # One sweep split across two multiruns (both number their jobs from 0): seeds of one config are pooled.
+    write_job(tmp_path / "a", 0, ["variant=full", "seed=0", "ablation=x"], {"test/acc": 0.80})
+    write_job(tmp_path / "a", 1, ["variant=full", "seed=1", "ablation=x"], {"test/acc": 0.84})
+    write_job(tmp_path / "b", 0, ["variant=no_feat", "seed=0", "ablation=x"], {"test/acc": 0.70})
+    write_job(tmp_path / "b", 1, ["variant=full", "seed=2", "ablation=x"], {"test/acc": 0.82})
+    table = main([str(tmp_path / "a"), str(tmp_path / "b"), "--columns", "test/acc"])
+    assert "| variant=full | 3 | 82.00 ± 2.00 |" in table
+    assert "| variant=no_feat | 1 | 70.00 |" in table
+    with pytest.raises(FileNotFoundError, match="typo"):  # a wrong second directory is named, not skipped
+        main([str(tmp_path / "a"), str(tmp_path / "typo")])

@@ -1,6 +1,9 @@
 """Turn a Hydra multirun directory into a Markdown table: one row per configuration, mean ± std over seeds.
 
 python -m ecl_lightning.report logs/train/multiruns/<time> [--columns test/acc test/acc_few] [--output t.md]
+
+Several directories make one table (a sweep split across processes or sessions, each part its own multirun):
+python -m ecl_lightning.report logs/results/part_a logs/results/part_b
 """
 
 from __future__ import annotations
@@ -73,11 +76,14 @@ def to_markdown(rows: list[dict], columns=DEFAULT_COLUMNS) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m ecl_lightning.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (holds 0/, 1/, ...)")
+    parser.add_argument(
+        "sweep_dirs", type=Path, nargs="+", metavar="sweep_dir", help="multirun directories (each holds 0/, 1/, ...)"
+    )
     parser.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), help="metrics.json keys")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
-    table = to_markdown(summarize(load_runs(args.sweep_dir), args.columns), args.columns)
+    runs = [run for sweep_dir in args.sweep_dirs for run in load_runs(sweep_dir)]
+    table = to_markdown(summarize(runs, args.columns), args.columns)
     if args.output:
         args.output.write_text(table + "\n")
     print(table)
