@@ -1,16 +1,22 @@
 """Exact resume: 1 epoch + resume to 2 gives the same weights, queues, optimiser state and test numbers as 2 epochs
-in one go, from an explicit checkpoint path and from `ckpt_path=last` in a stable `run_id` run directory."""
+in one go, from an explicit checkpoint path and from `ckpt_path=last` in a stable `run_id` run directory; a run stopped
+by SIGTERM exits non-zero, names its last checkpoint, and resumes from it to the same result."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
+import ecl_lightning.train as train_module
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
 from test_train import compose_cfg, tiny_overrides
@@ -118,3 +124,35 @@ def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path,
     metrics = train(cfg)
     assert len(step_counter) == 2 * steps_per_epoch  # resumed: a fresh start would have trained 2 epochs
     assert_same_run(metrics, last_state(run_dir), one_go)
+
+
+class SigtermAtEpochStart(Callback):
+    """Sends this process SIGTERM as `scancel` or a preemption would, when the given epoch starts."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_exits_nonzero_names_the_checkpoint_and_the_run_resumes(
+    one_go, fmnist_dir, tmp_path, step_counter, monkeypatch, caplog
+):
+    # Lightning ends its loop on SIGTERM with SystemExit(0): a killed run looked finished to a shell or a sweep.
+    real = train_module.instantiate_callbacks
+    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: [*real(cfg), SigtermAtEpochStart(1)])
+    stopped = tmp_path / "stopped"
+    with caplog.at_level(logging.ERROR, logger="ecl_lightning"), pytest.raises(SystemExit) as stop:
+        train(compose_cfg(resume_overrides(fmnist_dir, 2), stopped))
+    assert stop.value.code == train_module.SIGTERM_EXIT_CODE == 143
+    last = stopped / "checkpoints" / "last.ckpt"
+    assert f"resume with ckpt_path={last}" in caplog.text and "in epoch 1" in caplog.text
+    assert not (stopped / "metrics.json").exists()  # not tested: no numbers that look like a finished run's
+    steps_per_epoch = last_state(stopped)["global_step"]
+    assert last_state(stopped)["epoch"] == 0 and len(step_counter) == steps_per_epoch + 1  # one step into epoch 1
+
+    monkeypatch.setattr(train_module, "instantiate_callbacks", real)
+    metrics = train(compose_cfg(resume_overrides(fmnist_dir, 2) + [f"ckpt_path={last}"], tmp_path / "resumed"))
+    assert_same_run(metrics, last_state(tmp_path / "resumed"), one_go)

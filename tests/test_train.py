@@ -226,6 +226,15 @@ def test_loss_options_train(options, data_dirs, tmp_path):
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
+def test_no_logger_trains_without_the_lr_monitor(data_dirs, tmp_path):
+    # LearningRateMonitor (in callbacks=default) raises on a Trainer without a logger, at on_train_start.
+    cfg = compose_cfg(["~logger", "trainer.max_epochs=1"] + tiny_overrides("fmnist_lt", data_dirs), tmp_path)
+    assert not cfg.get("logger") and "lr_monitor" in cfg.callbacks
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
 def test_non_finite_loss_names_the_term(data_dirs, tmp_path, monkeypatch):
     import ecl_lightning.module as module
 

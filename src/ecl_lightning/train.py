@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies import ParallelStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.config import ConfigError
@@ -25,6 +29,9 @@ from ecl_lightning.utils import (
 )
 
 log = logging.getLogger("ecl_lightning")
+
+# What a shell reports for a process ended by SIGTERM: a preempted or cancelled run must not look finished.
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 
 def build(cfg: DictConfig):
@@ -66,6 +73,10 @@ def build(cfg: DictConfig):
     configure_wandb(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        # LearningRateMonitor refuses a Trainer without a logger, and only at on_train_start (after data set-up).
+        log.info("No logger (~logger): no learning-rate monitor either (it logs through one); see train.log.")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _check_precision(cfg, trainer)
     _check_sync_batchnorm(cfg, trainer)
@@ -105,7 +116,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({"config": _plain(cfg)})
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        with _exit_nonzero_on_sigterm(trainer, "training"):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     # The last epoch's val metrics, read now: trainer.test() replaces callback_metrics with the test ones.
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
@@ -116,7 +128,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test", True):
         ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
         log.info("Testing the %s%s", which, f" ({ckpt_path})" if ckpt_path else "")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with _exit_nonzero_on_sigterm(trainer, "testing"):
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = dict(model.test_results)
         if best is not None:
             metrics["val/acc_best"] = best
@@ -125,6 +138,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     _finish_wandb(trainer)
     return {**val_metrics, **metrics}
+
+
+@contextmanager
+def _exit_nonzero_on_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
+    """SIGTERM (scancel, a preemption, `kill`) stops Lightning's loop with a SystemExit of code 0, so a stopped run
+    looked finished to a shell, a scheduler or a sweep script. Say where it stopped and what is kept, exit with 143
+    (which also ends a Hydra multirun: the jobs after it do not start)."""
+    try:
+        yield
+    except SIGTERMException:
+        callback = trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") if isinstance(callback, ModelCheckpoint) else ""
+        kept = (
+            f"the last checkpoint is {last} (resume with ckpt_path={last})"
+            if last and Path(last).is_file()
+            else "no checkpoint had been saved yet"
+        )
+        log.error(
+            "Stopped by SIGTERM while %s, in epoch %d (global step %d): %s; what was trained after it is not kept. "
+            "Exiting with code %d.",
+            stage, trainer.current_epoch, trainer.global_step, kept, SIGTERM_EXIT_CODE,
+        )  # fmt: skip
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
 
 
 def _test_checkpoint(trainer: L.Trainer, has_val: bool) -> tuple[str | None, str]:
