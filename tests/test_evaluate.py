@@ -55,3 +55,28 @@ def test_aggregation_choices(trained_run, tmp_path):
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         evaluate(eval_cfg(tmp_path, tmp_path / "nope.ckpt"))
+
+
+def test_sigterm_while_evaluating_exits_nonzero_without_metrics(trained_run, fmnist_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from ecl_lightning.module import ECLModule
+
+    _, best, _ = trained_run
+    step = ECLModule.test_step
+
+    def terminated(self, batch, batch_idx):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler notes it; the loop stops after this batch
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ECLModule, "test_step", terminated)
+    # The training run's data with a small eval batch: the loop checks for SIGTERM after every batch but the last.
+    data = [o for o in tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}) if o.startswith("data.")]
+    overrides = [f"ckpt_path={best}", "data=fmnist_lt", *data, "data.eval_batch_size=4", "trainer.limit_test_batches=3"]
+    cfg = compose_cfg(overrides, tmp_path, config_name="eval")
+    with pytest.raises(SystemExit) as stop:
+        evaluate(cfg)
+    assert stop.value.code == 143
+    assert not (tmp_path / "metrics.json").exists()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.module import ECLModule
+from ecl_lightning.train import exit_nonzero_on_sigterm
 from ecl_lightning.utils import instantiate, instantiate_loggers, save_resolved_config, write_test_outputs
 
 log = logging.getLogger("ecl_lightning")
@@ -60,7 +61,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
-    trainer.test(model, datamodule=datamodule)
+    with exit_nonzero_on_sigterm(trainer, "evaluating"):
+        trainer.test(model, datamodule=datamodule)
     metrics = dict(model.test_results)
     if trainer.is_global_zero:
         write_test_outputs(output_dir, metrics, model, datamodule.class_counts, f"{ckpt.name}, heads={cfg.heads}")

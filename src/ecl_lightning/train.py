@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({"config": _plain(cfg)})
 
     if cfg.get("train", True):
-        with _exit_nonzero_on_sigterm(trainer, "training"):
+        with exit_nonzero_on_sigterm(trainer, "training"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     # The last epoch's val metrics, read now: trainer.test() replaces callback_metrics with the test ones.
@@ -128,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test", True):
         ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
         log.info("Testing the %s%s", which, f" ({ckpt_path})" if ckpt_path else "")
-        with _exit_nonzero_on_sigterm(trainer, "testing"):
+        with exit_nonzero_on_sigterm(trainer, "testing"):
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = dict(model.test_results)
         if best is not None:
@@ -141,25 +141,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @contextmanager
-def _exit_nonzero_on_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
+def exit_nonzero_on_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
     """SIGTERM (scancel, a preemption, `kill`) stops Lightning's loop with a SystemExit of code 0, so a stopped run
     looked finished to a shell, a scheduler or a sweep script. Say where it stopped and what is kept, exit with 143
     (which also ends a Hydra multirun: the jobs after it do not start)."""
     try:
         yield
     except SIGTERMException:
-        callback = trainer.checkpoint_callback
-        last = getattr(callback, "last_model_path", "") if isinstance(callback, ModelCheckpoint) else ""
-        kept = (
-            f"the last checkpoint is {last} (resume with ckpt_path={last})"
-            if last and Path(last).is_file()
-            else "no checkpoint had been saved yet"
-        )
-        log.error(
-            "Stopped by SIGTERM while %s, in epoch %d (global step %d): %s; what was trained after it is not kept. "
-            "Exiting with code %d.",
-            stage, trainer.current_epoch, trainer.global_step, kept, SIGTERM_EXIT_CODE,
-        )  # fmt: skip
+        if stage == "training":
+            callback = trainer.checkpoint_callback
+            last = getattr(callback, "last_model_path", "") if isinstance(callback, ModelCheckpoint) else ""
+            kept = (
+                f"the last checkpoint is {last} (resume with ckpt_path={last}); what was trained after it is not kept"
+                if last and Path(last).is_file()
+                else "no checkpoint had been saved yet"
+            )
+            where = f"training, in epoch {trainer.current_epoch} (global step {trainer.global_step})"
+        else:
+            kept, where = "no metrics.json is written", stage
+        log.error("Stopped by SIGTERM while %s: %s. Exiting with code %d.", where, kept, SIGTERM_EXIT_CODE)
         raise SystemExit(SIGTERM_EXIT_CODE) from None
 
 
