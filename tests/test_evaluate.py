@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
+from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
 from test_train import compose_cfg, tiny_overrides
 
@@ -58,11 +61,6 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 def test_sigterm_while_evaluating_exits_nonzero_without_metrics(trained_run, fmnist_dir, tmp_path, monkeypatch):
-    import os
-    import signal
-
-    from ecl_lightning.module import ECLModule
-
     _, best, _ = trained_run
     step = ECLModule.test_step
 

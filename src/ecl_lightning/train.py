@@ -150,7 +150,7 @@ def exit_nonzero_on_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
     except SIGTERMException:
         if stage == "training":
             callback = trainer.checkpoint_callback
-            last = getattr(callback, "last_model_path", "") if isinstance(callback, ModelCheckpoint) else ""
+            last = callback.last_model_path if isinstance(callback, ModelCheckpoint) else ""
             kept = (
                 f"the last checkpoint is {last} (resume with ckpt_path={last}); what was trained after it is not kept"
                 if last and Path(last).is_file()
