@@ -115,17 +115,20 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_two_process_fit_tests_like_one_process(odd_fmnist_dir, tmp_path):
-    """Fit on 2 gloo processes (uneven eval batches), then test its best checkpoint on 1 process: the test metrics
-    agree and both count each of the 101 test images once (and the 2-process validation each of the 50)."""
-    args = ["trainer=ddp_cpu", "trainer.max_epochs=1", "run_id=ddp"]
+@pytest.mark.parametrize("model", ["ecl", "ecl_ncl", "ncl", "balanced_softmax", "ce"])
+def test_two_process_fit_tests_like_one_process(model, odd_fmnist_dir, tmp_path):
+    """Fit each method on 2 gloo processes (uneven eval batches), then test its best checkpoint on 1 process: the test
+    metrics agree and both count each of the 101 test images once (and the 2-process validation each of the 50).
+    Every method: Lightning's `ddp` stops at step 2 on a parameter without gradient (a head no loss uses)."""
+    args = ["trainer=ddp_cpu", "trainer.max_epochs=1", "run_id=ddp", f"model={model}"]
     args += [f"data.data_dir={odd_fmnist_dir}", *TINY]
     args = [a for a in args if not a.startswith("trainer.devices=")]
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = {p.parent for p in tmp_path.glob("logs/train/runs/*/ddp/metrics.json")}
     two = json.loads((run_dir / "metrics.json").read_text())
-    assert two["test/num_samples"] == N_TEST and two["test/expert3/count"] == N_TEST
+    assert two["test/num_samples"] == N_TEST
+    assert two.get("test/expert3/count", N_TEST) == N_TEST
     assert all(math.isfinite(v) for v in two.values())
     with open(run_dir / "csv" / "metrics.csv") as f:
         val_counts = {float(row["val/num_samples"]) for row in csv.DictReader(f) if row.get("val/num_samples")}

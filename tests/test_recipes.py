@@ -32,7 +32,7 @@ def test_imagenet_lt_recipe():
     assert optim.name == "sgd" and optim.nesterov and optim.momentum == 0.9
     assert (optim.lr, optim.base_batch_size, optim.weight_decay) == (0.2, 256, pytest.approx(2e-4))
     assert (sched.name, sched.warmup_epochs, sched.min_lr) == ("cosine", 5, pytest.approx(1e-4))
-    assert (loss.queue_size, loss.moco_momentum, loss.hcm_k) == (16384, 0.999, 30)
+    assert (loss.queue_size, loss.moco_momentum, loss.hcm_k) == (16384, 0.999, 300)  # HCM_N of NCL's ImageNet-LT config
 
 
 def test_inat2018_recipe():

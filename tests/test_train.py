@@ -18,7 +18,7 @@ from ecl_lightning.module import ECLModule
 from ecl_lightning.train import build, train
 
 EXPERIMENTS = ["fmnist_lt", "cifar10_lt", "cifar100_lt"]
-MODELS = ["ecl", "ncl", "balanced_softmax", "ce"]
+MODELS = ["ecl", "ecl_ncl", "ncl", "balanced_softmax", "ce"]
 
 
 def tiny_overrides(experiment: str, data_dirs: dict[str, Path]) -> list[str]:

@@ -7,9 +7,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecl_lightning.losses import FEAT_DISTANCES, FEAT_TARGETS, HCM_MASKS, REWEIGHT_RULES
+from ecl_lightning.losses import FEAT_DISTANCES, FEAT_TARGETS, HCM_MASKS, KD_TARGETS, REWEIGHT_RULES
 
 CONTRASTIVE = ("moco", "supcon", "none")
+HCM_MINING = ("first", "mean")
+REWEIGHT_TARGETS = ("dist", "label", "both")
+MOCO_EMA_SCOPES = ("all", "backbone")
+MOCO_UPDATES = ("before_keys", "after_keys")
+MOCO_INITS = ("copy", "random")
 
 
 class ConfigError(ValueError):
@@ -62,13 +67,17 @@ class LossConfig:
     hcm: bool = False
     hcm_k: int = 30
     hcm_mask: str = "neg_inf"
+    hcm_mining: str = "first"
     hcm_weight: float = 1.0
+    hcm_kd_weight: float = 0.0
     dist_head: bool = True
     distill_into_label_head: bool = False
     kd_weight: float = 0.6
     kd_temperature: float = 1.0
+    kd_target: str = "ensemble"
     detach_teacher: bool = True
     reweight: str = "ratio"
+    reweight_target: str = "dist"
     reweight_gamma: float = 1.0
     reweight_min: float = 0.1
     reweight_max: float = 10.0
@@ -80,6 +89,10 @@ class LossConfig:
     con_weight: float = 1.0
     con_temperature: float = 0.2
     moco_momentum: float = 0.999
+    moco_ema_scope: str = "all"
+    moco_update: str = "before_keys"
+    moco_init: str = "copy"
+    moco_copy_buffers: bool = True
     queue_size: int = 1024
     warmup_epochs: float = 5.0
 
@@ -87,9 +100,15 @@ class LossConfig:
         _choice("model.loss.reweight", self.reweight, (*REWEIGHT_RULES, "class_ema"))
         _choice("model.loss.contrastive", self.contrastive, CONTRASTIVE)
         _choice("model.loss.hcm_mask", self.hcm_mask, HCM_MASKS)
+        _choice("model.loss.hcm_mining", self.hcm_mining, HCM_MINING)
+        _choice("model.loss.kd_target", self.kd_target, KD_TARGETS)
+        _choice("model.loss.reweight_target", self.reweight_target, REWEIGHT_TARGETS)
+        _choice("model.loss.moco_ema_scope", self.moco_ema_scope, MOCO_EMA_SCOPES)
+        _choice("model.loss.moco_update", self.moco_update, MOCO_UPDATES)
+        _choice("model.loss.moco_init", self.moco_init, MOCO_INITS)
         _choice("model.loss.feat_distance", self.feat_distance, FEAT_DISTANCES)
         _choice("model.loss.feat_target", self.feat_target, FEAT_TARGETS)
-        for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "warmup_epochs", "tau"):
+        for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "hcm_kd_weight", "warmup_epochs", "tau"):
             _positive(f"model.loss.{key}", getattr(self, key))
         for key in ("kd_temperature", "con_temperature", "queue_size", "hcm_k"):
             _positive(f"model.loss.{key}", getattr(self, key), strict=True)
@@ -101,6 +120,16 @@ class LossConfig:
             raise ConfigError(
                 f"model.loss.reweight={self.reweight!r} compares the label head with the distillation head, "
                 "so it needs model.loss.dist_head=true (or set model.loss.reweight=none)"
+            )
+        if self.reweight != "none" and self.reweight_target != "dist" and not self.distill_into_label_head:
+            raise ConfigError(
+                f"model.loss.reweight_target={self.reweight_target!r} re-weights the distillation into the label "
+                "heads, so it needs model.loss.distill_into_label_head=true (or set model.loss.reweight_target=dist)"
+            )
+        if self.hcm_kd_weight > 0 and not self.hcm:
+            raise ConfigError(
+                "model.loss.hcm_kd_weight > 0 distils between the experts' mined (HCM) logits, so it needs "
+                "model.loss.hcm=true (or set model.loss.hcm_kd_weight=0)"
             )
         if self.kd_weight > 0 and not (self.dist_head or self.distill_into_label_head):
             raise ConfigError(

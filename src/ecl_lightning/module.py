@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
@@ -33,13 +34,14 @@ from ecl_lightning.losses import (
     class_ema_update,
     class_ema_weights,
     distillation_weights,
-    ensemble_teacher,
     feature_distillation_loss,
-    hard_category_mining_loss,
+    hcm_keep_mask,
+    hcm_logits,
     kd_loss,
     linear_ramp,
     moco_loss,
     normalize_weights,
+    online_teachers,
     supcon_loss,
 )
 from ecl_lightning.metrics import SPLITS, LongTailMetrics
@@ -85,31 +87,28 @@ class ECLModule(L.LightningModule):
         # NHWC activations: about 1.5x faster convolutions on CPU (bench/), and the layout tensor cores want.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-        n = self.net_cfg
-        self.net = MultiExpertNet(
-            backbone=n.backbone,
-            num_classes=num_classes,
-            num_experts=n.num_experts,
-            shared_stages=n.shared_stages,
-            in_chans=in_chans,
-            head=n.head,
-            head_scale=n.head_scale,
-            dist_head=self.loss_cfg.dist_head,
-            proj_dim=n.proj_dim,
-            proj_hidden=n.proj_hidden,
-            backbone_kwargs=n.backbone_kwargs,
-            fuse_experts=n.fuse_experts,
-        )
+        n, c = self.net_cfg, self.loss_cfg
         self.num_experts = n.num_experts
+        # Build only the heads the configured losses train: a module without gradient stops a DDP run at step 2.
+        self.uses_kd = n.num_experts > 1 and c.kd_weight > 0
+        self.use_contrastive = c.contrastive != "none" and c.con_weight > 0
+        if c.dist_head and not self.uses_kd:
+            log.info("No online distillation in this configuration: no distillation heads are built.")
+        self.net = self._build_net(in_chans, dist_head=c.dist_head and self.uses_kd)
         heads = self.eval_cfg.heads
-        if heads == "label+dist" and not self.loss_cfg.dist_head:
-            raise ConfigError("model.eval.heads=label+dist needs distillation heads (model.loss.dist_head=true)")
+        if heads == "label+dist" and self.net.dist_heads is None:
+            raise ConfigError(
+                "model.eval.heads=label+dist needs distillation heads (model.loss.dist_head=true with "
+                "model.loss.kd_weight > 0 and more than one expert)"
+            )
         if heads.startswith("expert") and int(heads.removeprefix("expert")) > n.num_experts:
             raise ConfigError(f"model.eval.heads={heads} but the model has {n.num_experts} expert(s)")
-        c = self.loss_cfg
-        self.use_contrastive = c.contrastive != "none" and c.con_weight > 0
         if self.use_contrastive:
-            self.momentum_encoder = MomentumEncoder(self.net, momentum=c.moco_momentum)
+            # NCL's key encoder starts from its own random initialisation (moco_init: random), MoCo's from a copy.
+            init_from = self._build_net(in_chans, dist_head=False) if c.moco_init == "random" else None
+            self.momentum_encoder = MomentumEncoder(
+                self.net, c.moco_momentum, c.moco_ema_scope, c.moco_copy_buffers, init_from=init_from
+            )
             self.queue = KeyQueue(n.num_experts, n.proj_dim, c.queue_size)
         if compile:  # in place (nn.Module.compile): the state_dict keeps its plain keys, no `_orig_mod.`
             self.net.compile()
@@ -117,6 +116,8 @@ class ECLModule(L.LightningModule):
                 self.momentum_encoder.compile()
         # Registered here (not in setup) so load_from_checkpoint restores them without a datamodule.
         self.register_buffer("log_prior", torch.zeros(num_classes))
+        # log n_j, for NCL's zero-masked HCM logits (not shift-invariant); refilled from class_counts, so not saved.
+        self.register_buffer("log_counts", torch.zeros(num_classes), persistent=False)
         if c.reweight == "class_ema":
             self.register_buffer("class_ema", torch.ones(n.num_experts, num_classes))
 
@@ -137,10 +138,29 @@ class ECLModule(L.LightningModule):
         self.test_reliability: dict[str, dict[str, list[float]]] = {}
 
     # ----------------------------------------------------------------------------------------------------- set-up
+    def _build_net(self, in_chans: int, dist_head: bool) -> MultiExpertNet:
+        n = self.net_cfg
+        return MultiExpertNet(
+            backbone=n.backbone,
+            num_classes=self.num_classes,
+            num_experts=n.num_experts,
+            shared_stages=n.shared_stages,
+            in_chans=in_chans,
+            head=n.head,
+            head_scale=n.head_scale,
+            dist_head=dist_head,
+            projector=self.use_contrastive,
+            proj_dim=n.proj_dim,
+            proj_hidden=n.proj_hidden,
+            backbone_kwargs=n.backbone_kwargs,
+            fuse_experts=n.fuse_experts,
+        )
+
     def set_class_counts(self, class_counts: Sequence[int]) -> None:
         """Fill the log prior and the metrics' shot splits from the training class counts."""
         counts = torch.as_tensor(list(class_counts), dtype=torch.float64).clamp(min=1)  # an empty class: no -inf
         self.log_prior.copy_((counts / counts.sum()).log().float())
+        self.log_counts.copy_(counts.log().float())
         for metrics in (self.val_metrics, self.test_metrics):
             for m in metrics.values():
                 m.set_class_counts(list(class_counts))
@@ -230,12 +250,15 @@ class ECLModule(L.LightningModule):
         terms["label"] = sum(balanced_softmax_loss(logits[k], y, lp, c.tau) for k in k_range)
         weights["label"] = 1.0
         if c.hcm:
-            mining = logits.detach().mean(0)
-            terms["hcm"] = sum(
-                hard_category_mining_loss(logits[k], y, lp, mining, c.hcm_k, c.tau, c.hcm_mask) for k in k_range
-            )
+            # NCL mines on the first expert's raw logits (hcm_mining: first) and masks z + log n_j (log_counts).
+            mining = logits[0] if c.hcm_mining == "first" else logits.mean(0)
+            mined = hcm_logits(logits, self.log_counts, hcm_keep_mask(mining, y, c.hcm_k), c.tau, c.hcm_mask)
+            terms["hcm"] = sum(F.cross_entropy(mined[k], y) for k in k_range)
             weights["hcm"] = c.hcm_weight
-        if self.num_experts > 1 and c.kd_weight > 0:
+            if self.num_experts > 1 and c.hcm_kd_weight > 0:  # NCL's second NBOD, over the mined logits
+                terms["kd_hcm"] = self._mutual_distillation_loss(mined)
+                weights["kd_hcm"] = ramp * c.hcm_kd_weight
+        if self.uses_kd:
             terms["kd"] = self._distillation_loss(logits, dist_logits, y, stats)
             weights["kd"] = ramp * c.kd_weight
         if self.num_experts > 1 and c.feat_weight > 0:
@@ -257,25 +280,39 @@ class ECLModule(L.LightningModule):
         return loss, terms, stats
 
     def _distillation_loss(self, logits: Tensor, dist_logits: Tensor | None, y: Tensor, stats: dict) -> Tensor:
-        """Online distillation from the other experts' ensemble into each expert's student head(s)."""
+        """Online distillation from the other experts into each expert's student head(s).
+
+        Students: the distillation heads (where built) and, with `distill_into_label_head`, the label heads; the
+        re-weighting (weights from comparing the two heads) applies to the students named by `reweight_target`.
+        """
         c, lp = self.loss_cfg, self.log_prior
-        teacher = ensemble_teacher(logits, lp, c.kd_temperature, detach=c.detach_teacher)
+        teachers = online_teachers(logits, lp, c.kd_temperature, c.detach_teacher, c.kd_target)
         total = logits.new_zeros(())
         raw_means, raw_stds = [], []
         for k in range(self.num_experts):
-            if c.dist_head:
+            w = None
+            if dist_logits is not None:
                 w = self._kd_weights(k, logits[k], dist_logits[k], y)
                 if w is not None:
                     raw_means.append(w.mean())
                     raw_stds.append(w.std(unbiased=False))
                     w = normalize_weights(w, self._mean_across_processes(w.mean()))
-                total = total + kd_loss(dist_logits[k], teacher[k], lp, c.kd_temperature, w)
+                w_dist = w if c.reweight_target in ("dist", "both") else None
+                total = total + kd_loss(dist_logits[k], teachers[k], lp, c.kd_temperature, w_dist)
             if c.distill_into_label_head:
-                total = total + kd_loss(logits[k], teacher[k], lp, c.kd_temperature)
+                w_label = w if c.reweight_target in ("label", "both") else None
+                total = total + kd_loss(logits[k], teachers[k], lp, c.kd_temperature, w_label)
         if raw_means:
             stats["kd_weight_mean"] = torch.stack(raw_means).mean().detach()
             stats["kd_weight_std"] = torch.stack(raw_stds).mean().detach()
         return total
+
+    def _mutual_distillation_loss(self, mined: Tensor) -> Tensor:
+        """Distillation among the experts' mined logits [K, B, C] (the prior is already in them), as for `kd`."""
+        c = self.loss_cfg
+        no_prior = mined.new_zeros(())
+        teachers = online_teachers(mined, no_prior, c.kd_temperature, c.detach_teacher, c.kd_target)
+        return sum(kd_loss(mined[k], teachers[k], no_prior, c.kd_temperature) for k in range(self.num_experts))
 
     def _kd_weights(self, k: int, z: Tensor, s: Tensor, y: Tensor) -> Tensor | None:
         """Per-sample distillation weights of expert k (before normalisation); None for reweight=none."""
@@ -298,8 +335,11 @@ class ECLModule(L.LightningModule):
         c = self.loss_cfg
         q = self.net.project(feats)
         with torch.no_grad():
-            self.momentum_encoder.update(self.net)
+            if c.moco_update == "before_keys":  # MoCo; NCL updates after computing the keys (moco_update: after_keys)
+                self.momentum_encoder.update(self.net)
             keys = self.momentum_encoder(x2)
+            if c.moco_update == "after_keys":
+                self.momentum_encoder.update(self.net)
         queue = self.queue.keys.clone()
         if c.contrastive == "moco":
             loss = sum(moco_loss(q[k], keys[k], queue[k], c.con_temperature) for k in range(self.num_experts))

@@ -122,3 +122,31 @@ def test_momentum_encoder_bf16_channels_last():
     q = KeyQueue(2, 8, 4)
     q.enqueue(keys, torch.tensor([0, 1]))
     assert q.keys.dtype == torch.float32 and keys.shape == (2, 2, 8)
+
+
+def test_ncl_style_encoder_averages_the_trunks_only_and_keeps_its_own_statistics():
+    """NCL (lib/core/function.py): EMA of backbone + GAP only, so the key projector keeps its initial weights; the
+    key encoder's batch-norm statistics are its own; it starts from its own random initialisation."""
+    net = small_net()
+    torch.manual_seed(1)
+    fresh = small_net()
+    enc = MomentumEncoder(net, momentum=0.0, scope="backbone", copy_buffers=False, init_from=fresh)
+    start = {k: e.clone() for k, e, _ in ema_pairs(enc, fresh)}
+    assert any(not torch.equal(e, n) for _, e, n in ema_pairs(enc, net))  # not a copy of the online net
+    perturb(net)
+    enc.update(net)
+    trunk_params = {f"{part}.{n}" for part in ("shared", "branches") for n, _ in getattr(net, part).named_parameters()}
+    for part in ("shared", "branches", "projectors"):
+        for k, e in getattr(enc, part).state_dict().items():
+            online = getattr(net, part).state_dict()[k]
+            if f"{part}.{k}" in trunk_params:
+                assert torch.equal(e, online), k  # momentum 0: moved all the way
+            else:  # projector weights and every buffer stay where they started
+                assert torch.equal(e, start[k]), k
+
+
+def test_bad_scope_and_a_net_without_projectors_are_refused():
+    with pytest.raises(ValueError, match="scope"):
+        MomentumEncoder(small_net(), scope="heads")
+    with pytest.raises(ValueError, match="projectors"):
+        MomentumEncoder(small_net(projector=False))

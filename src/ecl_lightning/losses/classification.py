@@ -1,4 +1,4 @@
-"""Label losses: balanced softmax (logit-adjusted CE) and NCL's hard category mining (SPEC 4.1)."""
+"""Label losses: balanced softmax (logit-adjusted CE) and NCL's hard category mining (docs/method.md 2.1)."""
 
 from __future__ import annotations
 
@@ -14,33 +14,43 @@ def balanced_softmax_loss(logits: Tensor, target: Tensor, log_prior: Tensor, tau
     return F.cross_entropy(logits.float() + tau * log_prior.float(), target)
 
 
+def hcm_keep_mask(mining_logits: Tensor, target: Tensor, k: int) -> Tensor:
+    """[B, C] bool: the true class and the k - 1 other classes with the highest `mining_logits` (detached).
+
+    Equal to NCL's selection (lib/loss/loss.py, NIL_NBOD.forward: the target's logit set to 999999, then the top
+    HCM_N by a descending sort). k >= C keeps every class.
+    """
+    if k < 1:
+        raise ValueError(f"hcm k must be >= 1, got {k}")
+    with torch.no_grad():
+        ranked = mining_logits.detach().float().scatter(-1, target[:, None], float("inf"))
+        idx = ranked.topk(min(k, ranked.shape[-1]), dim=-1).indices
+        return torch.zeros_like(ranked, dtype=torch.bool).scatter_(-1, idx, True)
+
+
+def hcm_logits(logits: Tensor, log_counts: Tensor, keep: Tensor, tau: float = 1.0, mask: str = "neg_inf") -> Tensor:
+    """The mined logits a = z + tau * log n, restricted to `keep` ([..., B, C]; keep [B, C] broadcasts over experts).
+
+    "neg_inf": a outside `keep` is -inf (the classes leave the softmax; shift-invariant, so log n and log prior give
+    the same loss). "zero": a * keep, NCL's `logits * mask` with its raw class counts n_j (loss.py, lines 96-98):
+    the excluded classes stay in the softmax with logit 0, and the kept ones are *not* shift-invariant, so `log_counts`
+    must be log n_j, not log(n_j / N).
+    """
+    if mask not in HCM_MASKS:
+        raise ValueError(f"hcm mask must be one of {HCM_MASKS}, got {mask!r}")
+    adjusted = logits.float() + tau * log_counts.float()
+    return adjusted.masked_fill(~keep, float("-inf")) if mask == "neg_inf" else adjusted * keep
+
+
 def hard_category_mining_loss(
     logits: Tensor,
     target: Tensor,
-    log_prior: Tensor,
+    log_counts: Tensor,
     mining_logits: Tensor,
     k: int,
     tau: float = 1.0,
     mask: str = "neg_inf",
 ) -> Tensor:
-    """NCL's HCM: balanced-softmax CE restricted per sample to the top-k classes of `mining_logits`.
-
-    The true class is always kept (it replaces the k-th class when not in the top-k). The mask is applied to
-    the adjusted logits (logits + tau * log_prior): "neg_inf" drops the other classes from the softmax, "zero"
-    multiplies them by 0 as NCL's code does (they stay in the denominator with logit 0).
-    """
-    if mask not in HCM_MASKS:
-        raise ValueError(f"hcm mask must be one of {HCM_MASKS}, got {mask!r}")
-    if k < 1:
-        raise ValueError(f"hcm k must be >= 1, got {k}")
-    num_classes = logits.shape[-1]
-    if k >= num_classes:
-        return balanced_softmax_loss(logits, target, log_prior, tau)
-    with torch.no_grad():
-        idx = mining_logits.detach().float().topk(k, dim=-1).indices  # [B, k]
-        in_topk = (idx == target[:, None]).any(dim=-1)
-        idx[:, -1] = torch.where(in_topk, idx[:, -1], target)
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, idx, True)
-    adjusted = logits.float() + tau * log_prior.float()
-    adjusted = adjusted.masked_fill(~keep, float("-inf")) if mask == "neg_inf" else adjusted * keep
-    return F.cross_entropy(adjusted, target)
+    """NCL's HCM: CE of the mined logits (`hcm_logits`) over the classes `hcm_keep_mask` selects per sample."""
+    keep = hcm_keep_mask(mining_logits, target, k)
+    return F.cross_entropy(hcm_logits(logits, log_counts, keep, tau, mask), target)

@@ -1,4 +1,4 @@
-"""Online (re-weighted) distillation between experts: teacher, sample weights, weighted KL (SPEC 4.2-4.3)."""
+"""Online (re-weighted) distillation between experts: teachers, sample weights, weighted KL (docs/method.md 2.2-2.3)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,42 @@ import torch.nn.functional as F
 from torch import Tensor
 
 REWEIGHT_RULES = ("ratio", "difference", "none")
+KD_TARGETS = ("ensemble", "pairwise")
 
 
 def ensemble_teacher(logits: Tensor, log_prior: Tensor, temperature: float = 1.0, detach: bool = True) -> Tensor:
     """Per-expert teacher t_k = mean_{j != k} softmax((z_j + log_prior) / T) for label logits [K, B, C]."""
-    num_experts = logits.shape[0]
-    if logits.dim() != 3 or num_experts < 2:
-        raise ValueError(
-            f"ensemble_teacher needs label logits of shape [K, B, C] with K >= 2, got {tuple(logits.shape)}"
-        )
-    probs = F.softmax((logits.float() + log_prior.float()) / temperature, dim=-1)
-    teacher = (probs.sum(dim=0, keepdim=True) - probs) / (num_experts - 1)
+    probs = _expert_probs(logits, log_prior, temperature)
+    teacher = (probs.sum(dim=0, keepdim=True) - probs) / (probs.shape[0] - 1)
     return teacher.detach() if detach else teacher
+
+
+def peer_teachers(logits: Tensor, log_prior: Tensor, temperature: float = 1.0, detach: bool = True) -> Tensor:
+    """Per-expert teachers [K, K - 1, B, C]: for expert k, each other expert's softmax((z_j + log_prior) / T).
+
+    With `kd_loss` this is NCL's NBOD (lib/loss/loss.py, NBOD): the mean over j != k of KL(p_j || p_k), not the KL
+    from the mean p_j; the student's gradient is the same, the value and (undetached) the teachers' gradients differ.
+    """
+    probs = _expert_probs(logits, log_prior, temperature)
+    num_experts = probs.shape[0]
+    others = torch.stack([probs[[j for j in range(num_experts) if j != k]] for k in range(num_experts)])
+    return others.detach() if detach else others
+
+
+def online_teachers(
+    logits: Tensor, log_prior: Tensor, temperature: float = 1.0, detach: bool = True, target: str = "ensemble"
+) -> Tensor:
+    """`ensemble_teacher` ([K, B, C]) or `peer_teachers` ([K, K - 1, B, C]) by `target` (model.loss.kd_target)."""
+    if target not in KD_TARGETS:
+        raise ValueError(f"kd target must be one of {KD_TARGETS}, got {target!r}")
+    build = ensemble_teacher if target == "ensemble" else peer_teachers
+    return build(logits, log_prior, temperature, detach)
+
+
+def _expert_probs(logits: Tensor, log_prior: Tensor, temperature: float) -> Tensor:
+    if logits.dim() != 3 or logits.shape[0] < 2:
+        raise ValueError(f"online distillation needs logits of shape [K, B, C] with K >= 2, got {tuple(logits.shape)}")
+    return F.softmax((logits.float() + log_prior.float()) / temperature, dim=-1)
 
 
 def _true_class_probs(
@@ -110,11 +134,17 @@ def kd_loss(
     temperature: float = 1.0,
     weights: Tensor | None = None,
 ) -> Tensor:
-    """T^2 * mean_b w_b * KL(t_b || softmax((s_b + log_prior) / T)); student logits, teacher probs [B, C]."""
+    """T^2 * mean_b w_b * KL(t_b || softmax((s_b + log_prior) / T)) for student logits [B, C].
+
+    teacher_probs [B, C], or [J, B, C] for several teachers: then the mean over j of KL(t_j || q) (NCL's NBOD).
+    Classes where a teacher is exactly 0 contribute 0, also when the student's logit there is -inf (masked HCM logits).
+    """
     log_q = F.log_softmax((student_logits.float() + log_prior.float()) / temperature, dim=-1)
     t = teacher_probs.float()
     # xlogy gives 0 * log 0 = 0; the gradient also reaches the teacher when it is not detached (NCL's KL).
-    kl = (torch.xlogy(t, t) - t * log_q).sum(dim=-1)
+    kl = (torch.xlogy(t, t) - t * torch.where(t == 0, 0.0, log_q)).sum(dim=-1)
+    if kl.dim() == 2:
+        kl = kl.mean(dim=0)
     if weights is not None:
         kl = kl * weights.float()
     return temperature**2 * kl.mean()

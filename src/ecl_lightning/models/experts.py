@@ -1,5 +1,5 @@
-"""The multi-expert network: K trunks (optionally sharing stem + first stages), each with label,
-distillation and projection heads."""
+"""The multi-expert network: K trunks (optionally sharing stem + first stages), each with a label head and, where
+the configured losses use them, a distillation head and a projection head."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class ExpertBranch(nn.Module):
         return global_pool(self.layers(x))
 
 
-def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+def projection_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
     """MoCo v2 projection MLP: in -> hidden -> ReLU -> out (no BN)."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
@@ -45,6 +45,9 @@ def project_features(projectors: nn.ModuleList, feats: Tensor) -> Tensor:
 class MultiExpertNet(nn.Module):
     """K experts; stem + first `shared_stages` stages shared (0 = fully separate trunks, as in NCL).
 
+    Distillation heads (`dist_head`) and projectors (`projector`) are built only when asked for: a module that gets
+    no gradient stops a DDP run (Lightning's `ddp` does not look for unused parameters).
+
     `fuse_experts` (False | True | "auto") runs the K branches as one grouped computation (models/fused.py) with the
     same parameters and state_dict; "auto" fuses on CUDA only, and not where the backbone has no fused rule.
     """
@@ -59,6 +62,7 @@ class MultiExpertNet(nn.Module):
         head: str = "linear",
         head_scale: float = 16.0,
         dist_head: bool = True,
+        projector: bool = True,
         proj_dim: int = 128,
         proj_hidden: int | None = None,
         backbone_kwargs: dict | None = None,
@@ -88,7 +92,9 @@ class MultiExpertNet(nn.Module):
         self.dist_heads = (
             nn.ModuleList(build_head(head, F_, num_classes, head_scale) for _ in range(K)) if dist_head else None
         )
-        self.projectors = nn.ModuleList(projector(F_, proj_hidden or F_, proj_dim) for _ in range(K))
+        self.projectors = (
+            nn.ModuleList(projection_mlp(F_, proj_hidden or F_, proj_dim) for _ in range(K)) if projector else None
+        )
 
         if not (isinstance(fuse_experts, bool) or fuse_experts == "auto"):
             raise ConfigError(f"model.net.fuse_experts={fuse_experts!r} is not one of {list(FUSE_CHOICES)}")
@@ -113,6 +119,8 @@ class MultiExpertNet(nn.Module):
 
     def project(self, feats: Tensor) -> Tensor:
         """[K, B, F] -> [K, B, proj_dim], L2-normalised."""
+        if self.projectors is None:
+            raise RuntimeError("this MultiExpertNet was built without projectors (projector=False)")
         return project_features(self.projectors, feats)
 
     def forward(self, x: Tensor) -> dict[str, Tensor | None]:

@@ -14,31 +14,50 @@ from .fused import use_fused
 
 
 class MomentumEncoder(nn.Module):
-    """EMA copy of a MultiExpertNet's trunks AND projectors (NCL leaves its projector at random init)."""
+    """EMA key encoder of a MultiExpertNet: a copy of its trunks and projectors, moved towards the online network.
 
-    def __init__(self, net: MultiExpertNet, momentum: float = 0.999):
+    `scope`: "all" averages the trunks and the projectors (MoCo); "backbone" the trunks only, so the key projector
+    keeps its initial weights (NCL's code: lib/core/function.py averages `backbone` and `module` only).
+    `copy_buffers`: copy the online batch-norm statistics at each update (else the key encoder keeps its own, as in
+    NCL and MoCo). `init_from`: the network the EMA starts from (default `net`; NCL starts from an independently
+    initialised network of the same architecture).
+    """
+
+    def __init__(
+        self,
+        net: MultiExpertNet,
+        momentum: float = 0.999,
+        scope: str = "all",
+        copy_buffers: bool = True,
+        init_from: MultiExpertNet | None = None,
+    ):
         super().__init__()
-        self.momentum = momentum
-        self.shared = copy.deepcopy(net.shared)
-        self.branches = copy.deepcopy(net.branches)
-        self.projectors = copy.deepcopy(net.projectors)
+        if scope not in ("all", "backbone"):
+            raise ValueError(f"scope must be 'all' or 'backbone', got {scope!r}")
+        if net.projectors is None:
+            raise ValueError("a momentum encoder needs a MultiExpertNet built with projectors")
+        source = net if init_from is None else init_from
+        self.momentum, self.scope, self.copy_buffers = momentum, scope, copy_buffers
+        self.shared = copy.deepcopy(source.shared)
+        self.branches = copy.deepcopy(source.branches)
+        self.projectors = copy.deepcopy(source.projectors)
         self.fuse_experts = net.fuse_experts  # the same fused or one-by-one path as the online network
         self.requires_grad_(False)
 
-    @staticmethod
-    def _parts(m: nn.Module) -> nn.ModuleList:
-        return nn.ModuleList([m.shared, m.branches, m.projectors])
+    def _parts(self, m: nn.Module) -> nn.ModuleList:
+        return nn.ModuleList([m.shared, m.branches, *([m.projectors] if self.scope == "all" else [])])
 
     @torch.no_grad()
     def update(self, net: MultiExpertNet) -> None:
-        """ema <- m * ema + (1 - m) * online for parameters; buffers (BN running stats) copied."""
+        """ema <- m * ema + (1 - m) * online for the parameters in scope; buffers copied if `copy_buffers`."""
         ema, online = self._parts(self), self._parts(net)
         ema_params = list(ema.parameters())
         online_params = [p.detach() for p in online.parameters()]
         # One fused kernel per dtype/device instead of a Python loop over hundreds of tensors.
         torch._foreach_lerp_(ema_params, online_params, 1.0 - self.momentum)
-        for b_ema, b in zip(ema.buffers(), online.buffers(), strict=True):
-            b_ema.copy_(b)
+        if self.copy_buffers:
+            for b_ema, b in zip(ema.buffers(), online.buffers(), strict=True):
+                b_ema.copy_(b)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:

@@ -88,11 +88,12 @@ def model_size(net: MultiExpertNet, input_shape: Sequence[int]) -> ModelSize:
         for m, training in modes.items():
             m.train(training)
     dist_heads = net.dist_heads or [None] * net.num_experts
+    projectors = net.projectors or [None] * net.num_experts
     return ModelSize(
         params_total=count_params(net),
         params_shared=count_params(net.shared),
         params_expert=[count_params(b, g) for b, g in zip(net.branches, net.heads, strict=True)],
-        params_train_heads=[count_params(d, p) for d, p in zip(dist_heads, net.projectors, strict=True)],
+        params_train_heads=[count_params(d, p) for d, p in zip(dist_heads, projectors, strict=True)],
         flops_shared=flops_shared,
         flops_expert=flops_expert,
         input_shape=tuple(int(s) for s in input_shape),
