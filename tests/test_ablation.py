@@ -43,7 +43,7 @@ def test_ablation_sweeps_name_existing_variants():
     listed = cfg.hydra.sweeper.params.variant.split(",")
     assert set(listed) == {p.stem for p in (CONF / "variant").glob("*.yaml")}
     assert cfg.hydra.sweeper.params.seed == "0,1,2"
-    assert compose_train("ablation=methods").hydra.sweeper.params.model == "ecl,ncl,balanced_softmax,ce"
+    assert compose_train("ablation=methods").hydra.sweeper.params.model == "ecl,ecl_ncl,ncl,balanced_softmax,ce"
 
 
 def test_ablation_runs_as_one_command_and_reports_by_variant(fmnist_dir, tmp_path):
