@@ -42,7 +42,7 @@ train: setup data  ## set up, then train the default experiment (ECL on Fashion-
 test: setup  ## set up, then run the test suite (without the tests marked slow)
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
-test-slow: setup  ## the slow tests only (end-to-end runs on the real Fashion-MNIST)
+test-slow: setup  ## the tests marked slow only (today: torch.compile of the fused experts)
 	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
 
 test-all: setup  ## every test

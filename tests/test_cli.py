@@ -44,7 +44,10 @@ def test_single_run_from_another_directory(fmnist_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test/acc"] <= 1
     assert (run_dir / "config.yaml").is_file() and (run_dir / "debug.log").is_file()
-    assert "test/acc" not in result.stderr or "head" in result.stderr + result.stdout  # the table is printed
+    output = result.stdout + result.stderr
+    table = [line for line in output.splitlines() if "ensemble" in line and "%" not in line]  # the table's row
+    assert "acc %" in output and table, output[-2000:]  # the results table is printed at the end
+    assert f"{100 * metrics['test/acc']:.2f}" in table[-1]
 
 
 def test_multirun_sweeps_a_loss_option(fmnist_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The ImageNet-scale recipes (experiment=imagenet_lt | places_lt | inat2018): SPEC section 5 values, and one
+"""The ImageNet-scale recipes (experiment=imagenet_lt | places_lt | inat2018): the published recipes' values, and one
 fast_dev_run each on CPU with the recipe's real backbone and head at batch 2 on the generated split trees."""
 
 from __future__ import annotations

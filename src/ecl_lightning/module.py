@@ -84,7 +84,7 @@ class ECLModule(L.LightningModule):
         self.schedule_cfg = from_dict(ScheduleConfig, schedule, "model.schedule")
         self.eval_cfg = from_dict(EvalConfig, eval, "model.eval")
         self.num_classes = num_classes
-        # NHWC activations: about 1.5x faster convolutions on CPU (bench/), and the layout tensor cores want.
+        # NHWC activations: 1.1-1.2x per training step on CPU (docs/performance.md), and the layout tensor cores want.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         n, c = self.net_cfg, self.loss_cfg

@@ -60,7 +60,7 @@ def build(cfg: DictConfig):
 
     with open_dict(cfg):
         if not datamodule.has_val:
-            # No val split without changing the benchmark: train blind, report the last epoch (SPEC section 1).
+            # No val split without changing the benchmark: train blind, report the last epoch (docs/method.md 5).
             log.info(
                 "%s has no validation split: the reported test numbers are the last epoch's.",
                 cfg.data._target_,

@@ -62,7 +62,7 @@ def read_cifar_batch(path: str | Path, label_key: str, num_classes: int) -> tupl
 
 
 class CIFARLTDataModule(LongTailDataModule):
-    """CIFAR-10-LT / CIFAR-100-LT (num_classes 10 or 100); no val split: report the last epoch (SPEC 1)."""
+    """CIFAR-10-LT / CIFAR-100-LT (num_classes 10 or 100); no val split: report the last epoch (docs/method.md 5)."""
 
     has_val = False
     in_chans = 3

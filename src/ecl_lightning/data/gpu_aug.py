@@ -437,7 +437,7 @@ def fmnist_gpu_transforms(augment: bool = True) -> TwoViewAugment:
 
 
 def cifar_gpu_transforms(augment: bool = True) -> TwoViewAugment:
-    """Batched cifar_transforms: view 1 crop/flip/AutoAugment/Cutout, view 2 SimCLR (SPEC 5)."""
+    """Batched cifar_transforms: view 1 crop/flip/AutoAugment/Cutout, view 2 SimCLR (docs/method.md 4)."""
     norm = [ToFloat(), Normalize(CIFAR_MEAN, CIFAR_STD)]
     if not augment:
         return TwoViewAugment(nn.Sequential(*norm), nn.Sequential(*norm))

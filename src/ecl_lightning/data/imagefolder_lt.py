@@ -83,7 +83,7 @@ def imagefolder_transforms(
     std: tuple[float, ...] = IMAGENET_STD,
     augment: bool = True,
 ) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(view 1, view 2, eval) on PIL images (SPEC 5). recipe `randaugment`: view 1 RRC, flip, jitter, RandAugment
+    """(view 1, view 2, eval) on PIL images (docs/method.md 4). recipe `randaugment`: view 1 RRC, flip, jitter, RandAugment
     n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
     if recipe not in ("randaugment", "simclr"):
         raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")

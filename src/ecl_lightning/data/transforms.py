@@ -48,7 +48,7 @@ def fmnist_transforms(augment: bool = True) -> tuple[nn.Module, nn.Module, nn.Mo
 
 
 def cifar_transforms(augment: bool = True) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(view 1, view 2, eval) for 3x32x32 uint8: view 1 AutoAugment + Cutout, view 2 SimCLR (SPEC 5)."""
+    """(view 1, view 2, eval) for 3x32x32 uint8: view 1 AutoAugment + Cutout, view 2 SimCLR (docs/method.md 4)."""
     norm = _to_normalised(CIFAR_MEAN, CIFAR_STD)
     evaluate = v2.Compose(norm)
     if not augment:

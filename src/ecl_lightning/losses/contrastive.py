@@ -1,4 +1,4 @@
-"""Contrastive proxy task per expert: MoCo InfoNCE and a supervised variant against key + queue (SPEC 4.5)."""
+"""Contrastive proxy task per expert: MoCo InfoNCE and a supervised variant against key + queue (docs/method.md 2.5)."""
 
 from __future__ import annotations
 

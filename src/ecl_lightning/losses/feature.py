@@ -1,4 +1,4 @@
-"""Feature-level distillation between experts' pooled features (SPEC 4.4)."""
+"""Feature-level distillation between experts' pooled features (docs/method.md 2.4)."""
 
 from __future__ import annotations
 
