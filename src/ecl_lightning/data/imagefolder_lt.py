@@ -83,8 +83,8 @@ def imagefolder_transforms(
     std: tuple[float, ...] = IMAGENET_STD,
     augment: bool = True,
 ) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(view 1, view 2, eval) on PIL images (docs/method.md 4). recipe `randaugment`: view 1 RRC, flip, jitter, RandAugment
-    n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
+    """(view 1, view 2, eval) on PIL images (docs/method.md 4). recipe `randaugment`: view 1 RRC, flip, jitter,
+    RandAugment n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
     if recipe not in ("randaugment", "simclr"):
         raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")
     norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
