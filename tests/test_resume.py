@@ -126,6 +126,37 @@ def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path,
     assert_same_run(metrics, last_state(run_dir), one_go)
 
 
+class LogScore(Callback):
+    """Logs val/score = 1 - epoch / 10 at each validation: the best epoch is epoch 0, whatever the weights do."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("val/score", 1.0 - trainer.current_epoch / 10)
+
+
+def test_resume_into_a_new_directory_keeps_the_best_checkpoint(fmnist_dir, tmp_path, monkeypatch, caplog):
+    # Lightning restores best_model_score only for the same dirpath: resumed into a new run directory, "best"
+    # restarted, and the run reported and tested a later, worse epoch as its best.
+    real = train_module.instantiate_callbacks
+    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: [*real(cfg), LogScore()])
+    best = ["callbacks.model_checkpoint.monitor=val/score"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    stopped = train(compose_cfg(resume_overrides(fmnist_dir, 1) + best, first))
+    assert stopped["val/acc_best"] == pytest.approx(1.0)
+    last = first / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.INFO, logger="ecl_lightning"):
+        metrics = train(compose_cfg(resume_overrides(fmnist_dir, 2) + best + [f"ckpt_path={last}"], second))
+    assert metrics["val/acc_best"] == pytest.approx(1.0)  # epoch 0's, not epoch 1's 0.9
+    tested = second / "checkpoints" / "epoch_000.ckpt"  # copied into the new run directory; the old one is kept
+    assert f"Testing the best val weights ({tested})" in caplog.text
+    assert tested.read_bytes() == (first / "checkpoints" / "epoch_000.ckpt").read_bytes()
+    assert sorted(p.name for p in (second / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    test_keys = [k for k in stopped if k.startswith("test/")]
+    assert {k: metrics[k] for k in test_keys} == pytest.approx({k: stopped[k] for k in test_keys}, abs=1e-6)
+    state = last_state(second)["callbacks"]
+    (checkpoint_state,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert checkpoint_state["best_model_path"] == str(tested) and float(checkpoint_state["best_model_score"]) == 1.0
+
+
 class SigtermAtEpochStart(Callback):
     """Sends this process SIGTERM as `scancel` or a preemption would, when the given epoch starts."""
 
