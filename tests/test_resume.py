@@ -4,6 +4,7 @@ by SIGTERM exits non-zero, names its last checkpoint, and resumes from it to the
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import signal
@@ -126,6 +127,18 @@ def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path,
     assert_same_run(metrics, last_state(run_dir), one_go)
 
 
+def test_resume_in_the_same_directory_appends_to_the_csv_log(fmnist_dir, tmp_path):
+    # Lightning's CSVLogger deleted csv/metrics.csv when it found one: the validation rows of the epochs before the
+    # stop were gone. Now the resumed run appends, and the log has one val/acc row per epoch of the whole run.
+    train(compose_cfg(resume_overrides(fmnist_dir, 1), tmp_path))
+    first = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    train(compose_cfg(resume_overrides(fmnist_dir, 2) + ["ckpt_path=last"], tmp_path))
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    val_epochs = [int(float(r["epoch"])) for r in rows if r.get("val/acc")]
+    assert val_epochs == [0, 1]
+    assert len(rows) > len(first) - 1  # the first start's rows (its file less the header) are all still there
+
+
 class LogScore(Callback):
     """Logs val/score = 1 - epoch / 10 at each validation: the best epoch is epoch 0, whatever the weights do."""
 
@@ -155,6 +168,20 @@ def test_resume_into_a_new_directory_keeps_the_best_checkpoint(fmnist_dir, tmp_p
     state = last_state(second)["callbacks"]
     (checkpoint_state,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
     assert checkpoint_state["best_model_path"] == str(tested) and float(checkpoint_state["best_model_score"]) == 1.0
+
+
+def test_resume_continues_the_same_wandb_run(fmnist_dir, tmp_path, monkeypatch):
+    # Each start made a new W&B run; a resumed run now reuses the id found in its run directory.
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb = ["logger=wandb", "callbacks.wandb_report.max_confusion_classes=0"]
+    run_dir = tmp_path / "run"
+    train(compose_cfg(resume_overrides(fmnist_dir, 1) + wandb, run_dir))
+    train(compose_cfg(resume_overrides(fmnist_dir, 2) + wandb + ["ckpt_path=last"], run_dir))
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1, runs
 
 
 class SigtermAtEpochStart(Callback):

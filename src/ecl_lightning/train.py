@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.config import ConfigError
+from ecl_lightning.loggers import reuse_wandb_run_id
 from ecl_lightning.utils import (
     check_launch,
     configure_wandb,
@@ -71,6 +72,7 @@ def build(cfg: DictConfig):
                 cfg.callbacks.model_checkpoint.monitor = None
                 cfg.callbacks.model_checkpoint.filename = "last_epoch_{epoch:03d}"
     configure_wandb(cfg)
+    reuse_wandb_run_id(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
