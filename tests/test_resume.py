@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
 import ecl_lightning.train as train_module
+from ecl_lightning.config import ConfigError
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
 from test_train import compose_cfg, tiny_overrides
@@ -112,17 +113,17 @@ def compose_run(overrides: list[str], root: Path):
 
 
 def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path, step_counter):
-    # As a requeued SLURM job does: the same command twice. The first start finds no checkpoint and trains from
-    # scratch (Lightning warns); the second finds <run dir>/checkpoints/last.ckpt and continues from it.
-    overrides = ["run_id=job42", "ckpt_path=last"]
-    cfg, run_dir = compose_run(resume_overrides(fmnist_dir, 1) + overrides, tmp_path)
+    # As a resubmitted SLURM job does: the first start, then the same run id with ckpt_path=last, which finds
+    # <run dir>/checkpoints/last.ckpt and continues from it. The run's CSV log keeps the first start's rows.
+    cfg, run_dir = compose_run(resume_overrides(fmnist_dir, 1) + ["run_id=job42"], tmp_path)
     assert run_dir.name == "job42"
     train(cfg)
     steps_per_epoch = last_state(run_dir)["global_step"]
     assert last_state(run_dir)["epoch"] == 0 and len(step_counter) == steps_per_epoch > 0
-    cfg, same_dir = compose_run(resume_overrides(fmnist_dir, 2) + overrides, tmp_path)
+    cfg, same_dir = compose_run(resume_overrides(fmnist_dir, 2) + ["run_id=job42", "ckpt_path=last"], tmp_path)
     assert same_dir == run_dir
     metrics = train(cfg)
+    assert cfg.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")  # config.yaml records the file resumed from
     assert len(step_counter) == 2 * steps_per_epoch  # resumed: a fresh start would have trained 2 epochs
     assert_same_run(metrics, last_state(run_dir), one_go)
 
@@ -137,6 +138,28 @@ def test_resume_in_the_same_directory_appends_to_the_csv_log(fmnist_dir, tmp_pat
     val_epochs = [int(float(r["epoch"])) for r in rows if r.get("val/acc")]
     assert val_epochs == [0, 1]
     assert len(rows) > len(first) - 1  # the first start's rows (its file less the header) are all still there
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_an_error_naming_where_it_looked(fmnist_dir, tmp_path, step_counter):
+    # It trained from scratch, with only Lightning's warning in the log.
+    cfg, run_dir = compose_run(resume_overrides(fmnist_dir, 1) + ["ckpt_path=last", "run_id=no_such_run"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert f"ckpt_path=last: no checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}" in message
+    assert "run_id=" in message and not step_counter and not (run_dir / "checkpoints").exists()
+
+
+def test_truncated_checkpoint_is_refused_before_training(fmnist_dir, tmp_path, step_counter):
+    # What a crash in the middle of a (non-atomic) write leaves: torch's zip reader failed once training had started.
+    train(compose_cfg(resume_overrides(fmnist_dir, 1), tmp_path / "first"))
+    whole = (tmp_path / "first" / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    del step_counter[:]
+    with pytest.raises(ConfigError, match=r"is not a complete checkpoint \(truncated"):
+        train(compose_cfg(resume_overrides(fmnist_dir, 2) + [f"ckpt_path={cut}"], tmp_path / "second"))
+    assert not step_counter
 
 
 class LogScore(Callback):
