@@ -166,3 +166,52 @@ def _log_stop(trainer: L.Trainer, stage: str, what: str, code: int | None) -> No
         kept, where = "no metrics.json is written", stage
     ending = f" Exiting with code {code}." if code is not None else ""
     log.error("%s while %s: %s.%s", what, where, kept, ending)
+
+
+def optimizing_sweeper() -> str | None:
+    """The sweeper that reads the value `python -m ecl_lightning` returns (Optuna, Nevergrad, ...), else None: a
+    single run and Hydra's basic sweeper (`-m a=1,2`) ignore it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    target = str((hc.get("sweeper") or {}).get("_target_", ""))
+    multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    return target if multirun and target and not target.endswith("BasicSweeper") else None
+
+
+def missing_optimized_metric(cfg: DictConfig, has_val: bool, trainer: L.Trainer) -> str | None:
+    """Why this run will not have `optimized_metric` (None when it will, or when that cannot be told in advance)."""
+    name = str(cfg.get("optimized_metric") or "")
+    if not name.startswith(("val/", "test/")):
+        return None
+    if name.startswith("test/"):
+        return None if cfg.get("test", True) else "test=false"
+    if not cfg.get("train", True):
+        return "train=false (no validation runs)"
+    if not has_val:
+        return f"{cfg.data._target_.rsplit('.', 1)[-1]} has no validation split"
+    if trainer.limit_val_batches == 0:
+        return "trainer.limit_val_batches=0"
+    if name == "val/acc_best":
+        callback = trainer.checkpoint_callback
+        if not isinstance(callback, ModelCheckpoint) or not callback.monitor:
+            return "no checkpoint callback monitors a val metric (callbacks=none or a debug preset)"
+        if trainer.fast_dev_run:
+            return "fast_dev_run (debug=fdr) saves no checkpoints"
+    return None
+
+
+def check_optimized_metric(cfg: DictConfig, has_val: bool, trainer: L.Trainer) -> None:
+    """Before training: a sweeper that optimises `optimized_metric` must get it, else stop here, naming the key. A
+    run whose value nobody reads (a single run, a basic `-m` sweep) goes on and returns none (see __main__)."""
+    sweeper = optimizing_sweeper()
+    why = missing_optimized_metric(cfg, has_val, trainer) if sweeper else None
+    if why is not None:
+        name = cfg.optimized_metric
+        raise ConfigError(
+            f"optimized_metric={name}: this run will not have it ({why}), and the sweeper "
+            f"{sweeper.rsplit('.', 1)[-1]} needs it. Set optimized_metric to a metric the run has (a val/ metric on "
+            "data with a val split; the test split is never used for selection), or run without the sweeper."
+        )

@@ -17,6 +17,7 @@ from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of 
     SIGINT_EXIT_CODE,
     SIGTERM_EXIT_CODE,
     AtomicCheckpointIO,
+    check_optimized_metric,
     exit_nonzero_when_stopped,
     resolve_ckpt_path,
 )
@@ -86,6 +87,7 @@ def build(cfg: DictConfig):
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     _check_precision(cfg, trainer)
     _check_sync_batchnorm(cfg, trainer)
+    check_optimized_metric(cfg, datamodule.has_val, trainer)
     return datamodule, model, trainer
 
 
