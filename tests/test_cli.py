@@ -25,6 +25,13 @@ TINY = [
     "trainer.enable_progress_bar=false",
 ]
 
+# The same for the CIFAR-LT recipes (no val split, so no data.val_per_class).
+CIFAR_TINY = [o for o in TINY if not o.startswith(("data.n_max", "data.val_per_class"))] + ["data.n_max=20"]
+
+# One intra-op thread, as the in-process tests use (conftest.one_torch_thread): on the shared 2-core machine a
+# subprocess with 2 threads is several times slower.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, python: str = sys.executable):
     return subprocess.run(
@@ -132,3 +139,41 @@ def test_non_editable_install_runs_from_anywhere(fmnist_dir, tmp_path):
 def test_unknown_config_choice_fails_fast(bad, message, tmp_path):
     result = run_cli([bad, "--cfg", "job"], cwd=tmp_path)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_single_run_without_its_optimized_metric_exits_0(fmnist_dir, tmp_path):
+    # No sweeper reads the value: the run exits 0 and says that nothing is returned (it used to exit 1 after testing).
+    result = run_cli([*TINY, f"data.data_dir={fmnist_dir}", "optimized_metric=val/acc_best"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "optimized_metric=val/acc_best is not among this run's metrics" in log and "no value is returned" in log
+
+
+def test_cifar_lt_run_and_sweep_exit_0(cifar100_dir, tmp_path):
+    # CIFAR-LT has no val split, the default optimized_metric is val/acc: every run exited 1 after writing
+    # metrics.json, and a `-m seed=0,1` sweep ran both jobs and then exited 1.
+    data = [*CIFAR_TINY, f"data.data_dir={cifar100_dir}", "experiment=cifar100_lt"]
+    single = run_cli([*data, "run_id=one"], cwd=tmp_path, env=ONE_THREAD)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert (tmp_path / "logs" / "debug" / "runs" / "cifar100_lt-ecl" / "one" / "metrics.json").is_file()
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "seed=0,1", *data, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "1" / "metrics.json").is_file()
+    assert (result.stdout + result.stderr).count("optimized_metric=val/acc is not among this run's metrics") == 2
+
+
+@pytest.mark.slow  # ResNet-50 x 3, 8,142 classes: ~30 s here; test_cifar_lt_run_and_sweep_exit_0 takes the same path
+def test_inat2018_run_exits_0(inat2018_tree, tmp_path):
+    # iNat 2018 has no val split either (its val split is the test split).
+    result = run_cli(
+        ["experiment=inat2018", "debug=fdr", f"data.split_dir={inat2018_tree / 'splits'}",
+         f"data.image_root={inat2018_tree / 'images'}", "data.batch_size=2", "data.eval_batch_size=2",
+         "data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false", "data.image_size=64",
+         "data.resize_size=72", "model.loss.queue_size=8", "trainer.precision=32-true",
+         "trainer.enable_progress_bar=false", "run_id=inat"],
+        cwd=tmp_path,
+        env=ONE_THREAD,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "logs" / "debug" / "runs" / "inat2018-ecl" / "inat" / "metrics.json").is_file()

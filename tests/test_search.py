@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from test_cli import TINY, run_cli
+from test_cli import CIFAR_TINY, TINY, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'ecl_lightning[optuna]'")
 
@@ -38,7 +38,17 @@ def test_optuna_search_over_loss_weights(fmnist_dir, tmp_path):
     assert any(t["kd_weight"] == pytest.approx(params["model.loss.kd_weight"]) for t in trials)
 
 
-def test_missing_optimized_metric_is_named(fmnist_dir, tmp_path):
-    result = run_cli([*TINY, f"data.data_dir={fmnist_dir}", "optimized_metric=val/acc_best"], cwd=tmp_path)
+def test_search_on_data_without_a_val_split_is_refused_before_training(cifar10_dir, tmp_path):
+    # The search maximises val/acc_best; CIFAR-LT has no val split. Refused before the first trial trains.
+    sweep = tmp_path / "search"
+    result = run_cli(
+        ["search=optuna_loss_weights", "hydra.sweeper.n_trials=2", "experiment=cifar10_lt", *CIFAR_TINY,
+         f"data.data_dir={cifar10_dir}", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode != 0
-    assert "optimized_metric='val/acc_best' is not among this run's metrics" in result.stderr
+    assert "optimized_metric=val/acc_best: this run will not have it (CIFARLTDataModule has no validation split)" in (
+        result.stderr
+    )
+    assert "sweeper OptunaSweeper needs it" in result.stderr
+    assert not list(sweep.glob("*/checkpoints")) and not list(sweep.glob("*/metrics.json"))

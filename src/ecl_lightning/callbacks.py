@@ -1,10 +1,72 @@
-"""Callbacks: W&B views of a test run (per-class table and bar chart, confusion matrix)."""
+"""Callbacks: a ModelCheckpoint whose best-checkpoint tracking survives a resume into another directory; W&B views
+of a test run (per-class table and bar chart, confusion matrix)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
 import lightning as L
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.loggers import WandbLogger
+
+log = logging.getLogger("ecl_lightning")
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, restoring the best score and path and the top-k state from a checkpoint written
+    in another directory too (Lightning restores them only for the same dirpath, so "best" silently restarted when a
+    run resumed into a new run directory: STYLE pitfall 16).
+
+    The top-k files that still exist are copied into this run's checkpoint directory, so the run directory holds the
+    checkpoint it tests and this run never deletes the other run's files; a top-k file that is gone is dropped from
+    the tracking, with a warning.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        source = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None or source is None or source == self.dirpath:
+            return super().load_state_dict(state_dict)
+        kept: dict[str, Any] = {}
+        for old_path, score in (state_dict.get("best_k_models") or {}).items():
+            if not Path(old_path).is_file():
+                log.warning("The resumed run's top-k checkpoint %s is gone: it is no longer tracked.", old_path)
+                continue
+            new_path = os.path.join(self.dirpath, Path(old_path).name)
+            _copy_atomically(old_path, new_path)
+            kept[new_path] = score
+        self.best_k_models = kept
+        if kept:
+            worst = max if self.mode == "min" else min
+            best = min if self.mode == "min" else max
+            self.kth_best_model_path = worst(kept, key=kept.get)
+            self.kth_value = kept[self.kth_best_model_path]
+            self.best_model_path = best(kept, key=kept.get)
+            self.best_model_score = kept[self.best_model_path]
+            log.info(
+                "Resumed the best-checkpoint tracking of %s: best %s = %.4f, copied to %s.",
+                source, self.monitor, float(self.best_model_score), self.best_model_path,
+            )  # fmt: skip
+        elif state_dict.get("best_model_score") is not None:
+            log.warning("None of the resumed run's top-k checkpoints exists any more: the best restarts from here.")
+
+
+def _copy_atomically(source: str, target: str) -> None:
+    """Copy via a temporary file and a rename: the target is whole or absent (as AtomicCheckpointIO writes)."""
+    if os.path.isfile(target) and os.path.getsize(target) == os.path.getsize(source):
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp{os.getpid()}"
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class WandbTestReport(L.Callback):

@@ -15,8 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ecl_lightning.config import ConfigError
+from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.module import ECLModule
-from ecl_lightning.train import exit_nonzero_on_sigterm
 from ecl_lightning.utils import instantiate, instantiate_loggers, save_resolved_config, write_test_outputs
 
 log = logging.getLogger("ecl_lightning")
@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
-    with exit_nonzero_on_sigterm(trainer, "evaluating"):
+    with exit_nonzero_when_stopped(trainer, "evaluating"):
         trainer.test(model, datamodule=datamodule)
     metrics = dict(model.test_results)
     if trainer.is_global_zero:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -13,10 +10,18 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies import ParallelStrategy
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.config import ConfigError
+from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
+    SIGINT_EXIT_CODE,
+    SIGTERM_EXIT_CODE,
+    AtomicCheckpointIO,
+    check_optimized_metric,
+    exit_nonzero_when_stopped,
+    resolve_ckpt_path,
+)
+from ecl_lightning.loggers import reuse_wandb_run_id
 from ecl_lightning.utils import (
     check_launch,
     configure_wandb,
@@ -30,13 +35,12 @@ from ecl_lightning.utils import (
 
 log = logging.getLogger("ecl_lightning")
 
-# What a shell reports for a process ended by SIGTERM: a preempted or cancelled run must not look finished.
-SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
-
 
 def build(cfg: DictConfig):
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
     check_launch(cfg)
+    with open_dict(cfg):
+        cfg.ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=last -> the file; a missing or truncated one stops here
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -71,15 +75,19 @@ def build(cfg: DictConfig):
                 cfg.callbacks.model_checkpoint.monitor = None
                 cfg.callbacks.model_checkpoint.filename = "last_epoch_{epoch:03d}"
     configure_wandb(cfg)
+    reuse_wandb_run_id(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
         # LearningRateMonitor refuses a Trainer without a logger, and only at on_train_start (after data set-up).
         log.info("No logger (~logger): no learning-rate monitor either (it logs through one); see train.log.")
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Checkpoints written atomically (a crash or a full disk leaves no truncated file), unless plugins are configured.
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     _check_precision(cfg, trainer)
     _check_sync_batchnorm(cfg, trainer)
+    check_optimized_metric(cfg, datamodule.has_val, trainer)
     return datamodule, model, trainer
 
 
@@ -116,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({"config": _plain(cfg)})
 
     if cfg.get("train", True):
-        with exit_nonzero_on_sigterm(trainer, "training"):
+        with exit_nonzero_when_stopped(trainer, "training"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     # The last epoch's val metrics, read now: trainer.test() replaces callback_metrics with the test ones.
@@ -128,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test", True):
         ckpt_path, which = _test_checkpoint(trainer, datamodule.has_val)
         log.info("Testing the %s%s", which, f" ({ckpt_path})" if ckpt_path else "")
-        with exit_nonzero_on_sigterm(trainer, "testing"):
+        with exit_nonzero_when_stopped(trainer, "testing"):
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = dict(model.test_results)
         if best is not None:
@@ -138,29 +146,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     _finish_wandb(trainer)
     return {**val_metrics, **metrics}
-
-
-@contextmanager
-def exit_nonzero_on_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
-    """SIGTERM (scancel, a preemption, `kill`) stops Lightning's loop with a SystemExit of code 0, so a stopped run
-    looked finished to a shell, a scheduler or a sweep script. Say where it stopped and what is kept, exit with 143
-    (which also ends a Hydra multirun: the jobs after it do not start)."""
-    try:
-        yield
-    except SIGTERMException:
-        if stage == "training":
-            callback = trainer.checkpoint_callback
-            last = callback.last_model_path if isinstance(callback, ModelCheckpoint) else ""
-            kept = (
-                f"the last checkpoint is {last} (resume with ckpt_path={last}); what was trained after it is not kept"
-                if last and Path(last).is_file()
-                else "no checkpoint had been saved yet"
-            )
-            where = f"training, in epoch {trainer.current_epoch} (global step {trainer.global_step})"
-        else:
-            kept, where = "no metrics.json is written", stage
-        log.error("Stopped by SIGTERM while %s: %s. Exiting with code %d.", where, kept, SIGTERM_EXIT_CODE)
-        raise SystemExit(SIGTERM_EXIT_CODE) from None
 
 
 def _test_checkpoint(trainer: L.Trainer, has_val: bool) -> tuple[str | None, str]:
