@@ -147,3 +147,21 @@ def test_reliability_bins_sum_to_samples():
     top = max(range(5), key=lambda b: rel["confidence"][b])
     assert rel["accuracy"][top] == 1.0  # the two most confident predictions (0.96, 0.91) are right
     assert torch.equal(m.synced_per_class_accuracy().isnan(), m.per_class_accuracy().isnan())
+
+
+def test_wandb_report_counts_the_confusion_matrix_from_the_test_step_outputs():
+    """No second forward pass: the callback counts what test_step returns; the pairs rebuild each sample."""
+    from types import SimpleNamespace
+
+    from ecl_lightning.callbacks import WandbTestReport, confusion_pairs
+
+    report = WandbTestReport()
+    report._confusion = torch.zeros(3, 3, dtype=torch.long)
+    trainer = SimpleNamespace(loggers=[])
+    batches = [(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 2, 2, 1])), (torch.tensor([1]), torch.tensor([1]))]
+    for target, preds in batches:
+        report.on_test_batch_end(trainer, None, {"preds": preds, "target": target}, None, 0)
+    expected = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 1, 1]])
+    assert torch.equal(report._confusion, expected)
+    y_true, preds = confusion_pairs(expected)
+    assert sorted(zip(y_true, preds, strict=True)) == [(0, 0), (1, 1), (1, 2), (2, 1), (2, 2)]

@@ -70,40 +70,46 @@ def _copy_atomically(source: str, target: str) -> None:
 
 
 class WandbTestReport(L.Callback):
-    """At test end, log to W&B: per-class accuracy as a table and a bar chart (sorted by training count) for the
-    ensemble and each expert, and the ensemble's confusion matrix (when there are at most `max_confusion_classes`).
+    """At test end, log to W&B: per-class accuracy as a table and a bar chart (sorted by the evaluated data's training
+    counts) for the ensemble and each expert, and the ensemble's confusion matrix (at most `max_confusion_classes`).
 
-    Does nothing without a WandbLogger, so it is safe in every config.
+    The confusion matrix is counted from the predictions `test_step` returns (no second forward pass) and summed over
+    processes, so under DDP it covers the whole test set. Does nothing without a WandbLogger: safe in every config.
     """
 
     def __init__(self, max_confusion_classes: int = 100) -> None:
         self.max_confusion_classes = max_confusion_classes
-        self._preds: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
+        self._confusion: torch.Tensor | None = None
 
     @staticmethod
     def _wandb(trainer: L.Trainer) -> WandbLogger | None:
         return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._preds, self._targets = [], []
+        self._confusion = None
+        if self._wandb(trainer) is not None and pl_module.num_classes <= self.max_confusion_classes:
+            n = pl_module.num_classes
+            self._confusion = torch.zeros(n, n, dtype=torch.long, device=pl_module.device)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._wandb(trainer) is None or pl_module.num_classes > self.max_confusion_classes:
+        if self._confusion is None or not outputs:
             return
-        x, y = batch
-        with torch.no_grad():
-            ensemble, _ = pl_module.predict_logits(x)
-        self._preds.append(ensemble.argmax(-1).cpu())
-        self._targets.append(y.cpu())
+        n = self._confusion.shape[0]
+        self._confusion += torch.bincount(outputs["target"] * n + outputs["preds"], minlength=n * n).view(n, n)
 
     def on_test_end(self, trainer, pl_module) -> None:
         logger = self._wandb(trainer)
-        if logger is None or not trainer.is_global_zero:
+        if logger is None:
+            return
+        confusion = self._confusion
+        if confusion is not None and trainer.world_size > 1:  # every process takes part, before rank 0 goes on
+            confusion = trainer.strategy.reduce(confusion, reduce_op="sum")
+        if not trainer.is_global_zero:
             return
         import wandb
 
-        counts = pl_module.hparams.get("class_counts") or [0] * pl_module.num_classes
+        counts = getattr(trainer.datamodule, "class_counts", None) or pl_module.hparams.get("class_counts")
+        counts = list(counts or [0] * pl_module.num_classes)
         heads = list(pl_module.test_per_class)
         order = sorted(range(len(counts)), key=lambda c: -counts[c])
         rows = [[c, counts[c], *[pl_module.test_per_class[h][c] for h in heads]] for c in order]
@@ -114,8 +120,14 @@ class WandbTestReport(L.Callback):
                 table, "class", "acc_ensemble", title="Per-class test accuracy (classes sorted by training count)"
             ),
         }
-        if self._preds:
-            log["test/confusion_matrix"] = wandb.plot.confusion_matrix(
-                y_true=torch.cat(self._targets).tolist(), preds=torch.cat(self._preds).tolist()
-            )
+        if confusion is not None and int(confusion.sum()) > 0:
+            y_true, preds = confusion_pairs(confusion.cpu())
+            log["test/confusion_matrix"] = wandb.plot.confusion_matrix(y_true=y_true, preds=preds)
         logger.experiment.log(log)
+
+
+def confusion_pairs(confusion: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(targets, predictions), one pair per counted sample, from a [C, C] count matrix (rows: target)."""
+    n = confusion.shape[0]
+    cells = torch.arange(n * n).repeat_interleave(confusion.flatten())
+    return (cells // n).tolist(), (cells % n).tolist()

@@ -358,20 +358,22 @@ class ECLModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
+    def test_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        """Updates the test metrics; returns the ensemble's predictions for callbacks (no second forward pass)."""
+        return self._eval_step(batch, self.test_metrics)
 
-    def _eval_step(self, batch, metrics: nn.ModuleDict) -> None:
+    def _eval_step(self, batch, metrics: nn.ModuleDict) -> dict[str, Tensor]:
         x, y = batch
         ensemble, logits = self.predict_logits(x)
         metrics["ensemble"].update(ensemble, y)
         if self.num_experts > 1:
             for k in range(self.num_experts):
                 metrics[f"expert{k + 1}"].update(logits[k], y)
+        return {"preds": ensemble.argmax(-1).detach(), "target": y}
 
     def on_validation_epoch_end(self) -> None:
         results = self._log_metrics("val", self.val_metrics)
-        if not self.trainer.sanity_checking and "val/acc" in results:
+        if not self.trainer.sanity_checking and "val/acc" in results and self.trainer.is_global_zero:
             splits = " ".join(
                 f"{s}={100 * float(results[f'val/acc_{s}']):.1f}" for s in SPLITS if f"val/acc_{s}" in results
             )
