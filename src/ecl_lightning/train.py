@@ -27,6 +27,7 @@ from ecl_lightning.utils import (
     write_json,
     write_test_outputs,
 )
+from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")
 
@@ -36,6 +37,7 @@ SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 def build(cfg: DictConfig):
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
+    check_config(cfg)  # types and ranges of every group, before any data is read
     check_launch(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
