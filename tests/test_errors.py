@@ -4,9 +4,13 @@ do, before training (before any data is read, where the config alone is wrong)."
 from __future__ import annotations
 
 import pytest
+import torch
 
+from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
+from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build
+from ecl_lightning.utils import save_resolved_config
 from test_train import compose_cfg, tiny_overrides
 
 
@@ -70,3 +74,69 @@ def test_one_expert_without_distillation_builds(overrides, fmnist_dir, tmp_path)
     cfg = compose_cfg(["debug=fdr", *tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}), *overrides], tmp_path)
     _, model, _ = build(cfg)
     assert model.num_experts == 1
+
+
+# 9, 10: checkpoints that cannot be read, or do not fit the data or the model, are named before testing or training.
+def save_checkpoint(model, path):
+    """What Lightning writes, minus the loop state: enough for evaluate and for the resume checks."""
+    import lightning
+
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "epoch": 0,
+            "global_step": 0,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def ncl_fmnist_ckpt(fmnist_dir, tmp_path_factory):
+    """An NCL checkpoint on Fashion-MNIST (1 channel, 10 classes), with its run's config.yaml beside checkpoints/."""
+    run = tmp_path_factory.mktemp("ncl_run")
+    cfg = compose_cfg(["debug=fdr", "model=ncl", *tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir})], run)
+    _, model, _ = build(cfg)
+    save_resolved_config(cfg, run)
+    (run / "checkpoints").mkdir()
+    return save_checkpoint(model, run / "checkpoints" / "epoch_000.ckpt")
+
+
+def eval_error(tmp_path, ckpt, *overrides) -> str:
+    cfg = compose_cfg([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false", *overrides], tmp_path, "eval")
+    with pytest.raises(CheckpointError) as err:
+        evaluate(cfg)
+    message = str(err.value)
+    assert "\n" not in message and not (tmp_path / "metrics.json").exists()
+    return message
+
+
+def test_truncated_checkpoint_is_named(ncl_fmnist_ckpt, tmp_path):
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ncl_fmnist_ckpt.read_bytes()[:5000])
+    message = eval_error(tmp_path / "eval", cut)
+    assert message.startswith(f"ckpt_path={cut} cannot be read") and "truncated or corrupt" in message
+    # Resuming from it: named before any data is read (the data dir does not exist).
+    message = build_error([f"ckpt_path={cut}"], tmp_path)
+    assert message.startswith(f"ckpt_path={cut} cannot be read")
+
+
+def test_checkpoint_of_other_channels_is_named(ncl_fmnist_ckpt, cifar10_dir, tmp_path):
+    message = eval_error(tmp_path, ncl_fmnist_ckpt, "data=cifar10_lt", f"data.data_dir={cifar10_dir}")
+    assert message.startswith(f"checkpoint {ncl_fmnist_ckpt} was trained on 1-channel images with 10 classes")
+    assert "data=cifar10_lt gives 3-channel images with 10 classes" in message
+
+
+def test_checkpoint_evaluates_on_its_own_data(ncl_fmnist_ckpt, tmp_path):
+    cfg = compose_cfg([f"ckpt_path={ncl_fmnist_ckpt}", "trainer.limit_test_batches=1"], tmp_path, "eval")
+    assert 0 <= evaluate(cfg)["test/acc"] <= 1
+
+
+def test_resume_with_another_model_config_is_named(ncl_fmnist_ckpt, fmnist_dir, tmp_path):
+    message = build_error([f"ckpt_path={ncl_fmnist_ckpt}", "model=ecl"], tmp_path, data_dirs={"fmnist": fmnist_dir})
+    assert message.startswith(f"ckpt_path={ncl_fmnist_ckpt} does not fit this model (")
+    assert "model.loss.dist_head: checkpoint False, this run True" in message
+    assert "Resume with the model config the checkpoint was trained with" in message

@@ -16,6 +16,7 @@ from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
+from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.utils import (
     check_launch,
@@ -39,6 +40,8 @@ def build(cfg: DictConfig):
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
     check_config(cfg)  # types and ranges of every group, before any data is read
     check_launch(cfg)
+    resume = _resume_path(cfg)
+    ckpt = read_checkpoint(resume) if resume is not None else None  # a truncated file is named before the data
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -47,6 +50,8 @@ def build(cfg: DictConfig):
     log.info("Data: %s", cfg.data._target_)
     datamodule = instantiate(cfg.data)
     datamodule.check()  # a missing dataset ends the run here, with where it looked and how to get it
+    if ckpt is not None:
+        check_data_fits(ckpt, resume, datamodule.num_classes, datamodule.in_chans, data_name(cfg))
     class_counts = datamodule.class_counts
     log.info(
         "Long-tailed train set: %d images, %d classes, counts %d ... %d",
@@ -59,6 +64,9 @@ def build(cfg: DictConfig):
         in_chans=datamodule.in_chans,
         class_counts=class_counts,
     )
+    if ckpt is not None:
+        check_model_fits(ckpt, resume, model, dict(model.hparams))
+        del ckpt
 
     with open_dict(cfg):
         if not datamodule.has_val:
@@ -83,6 +91,29 @@ def build(cfg: DictConfig):
     _check_precision(cfg, trainer)
     _check_sync_batchnorm(cfg, trainer)
     return datamodule, model, trainer
+
+
+def _resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint a fit resumes from, to check before building: `ckpt_path`, or for `last` the run directory's
+    checkpoints/last.ckpt when there is one (else Lightning's own handling of `last` applies)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or not cfg.get("train", True):
+        return None
+    if ckpt_path == "last":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    return Path(ckpt_path).expanduser()
+
+
+def data_name(cfg: DictConfig) -> str:
+    """The data config's name as the user picks it (`cifar10_lt`), else its DataModule class."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("data")
+        if choice:
+            return str(choice)
+    return str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def _check_precision(cfg: DictConfig, trainer: L.Trainer) -> None:
