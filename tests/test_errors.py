@@ -3,6 +3,10 @@ do, before training (before any data is read, where the config alone is wrong)."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build
 from ecl_lightning.utils import save_resolved_config
+from test_cli import run_cli
 from test_train import compose_cfg, tiny_overrides
 
 
@@ -140,3 +145,64 @@ def test_resume_with_another_model_config_is_named(ncl_fmnist_ckpt, fmnist_dir, 
     assert message.startswith(f"ckpt_path={ncl_fmnist_ckpt} does not fit this model (")
     assert "model.loss.dist_head: checkpoint False, this run True" in message
     assert "Resume with the model config the checkpoint was trained with" in message
+
+
+# 11, 14: from the command line, a user-facing error is its message (one line on stderr), exit code 2, no traceback.
+def assert_one_message(result, start: str) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert line.startswith(f"Error: {start}"), line
+    return line
+
+
+def test_cli_config_error_is_one_line(tmp_path):
+    result = run_cli(["debug=fdr", "model.loss.kd_weight=abc", f"data.data_dir={tmp_path}"], cwd=tmp_path)
+    assert_one_message(result, "model.loss.kd_weight='abc' must be a number")
+    result = run_cli(["-m", "debug=fdr", "seed=0,1", "data.batch_size=0", f"data.data_dir={tmp_path}"], cwd=tmp_path)
+    assert_one_message(result, "job 0 (debug=fdr seed=0 data.batch_size=0 ")  # a sweep names the job
+
+
+def test_cli_evaluate_truncated_checkpoint_is_one_line(ncl_fmnist_ckpt, tmp_path):
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ncl_fmnist_ckpt.read_bytes()[:5000])
+    result = subprocess.run(
+        [sys.executable, "-m", "ecl_lightning.evaluate", f"ckpt_path={cut}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_message(result, f"ckpt_path={cut} cannot be read")
+
+
+def test_cli_unwritable_run_directory_is_named(tmp_path):
+    run_dir = tmp_path / "logs" / "debug" / "runs" / "fmnist_lt-ecl" / "fixed"
+    (run_dir / "debug.log").mkdir(parents=True)  # a log file Hydra cannot open (a read-only dir does not stop root)
+    result = run_cli(["debug=fdr", "run_id=fixed"], cwd=tmp_path)
+    line = assert_one_message(result, f"the run directory {run_dir} (hydra.run.dir) cannot be written")
+    assert "is a directory" in line and "paths.log_dir=" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_cli_read_only_run_directory_is_named(tmp_path):
+    run_dir = tmp_path / "logs" / "debug" / "runs" / "fmnist_lt-ecl" / "fixed"
+    run_dir.mkdir(parents=True)
+    run_dir.chmod(0o555)
+    try:
+        result = run_cli(["debug=fdr", "run_id=fixed"], cwd=tmp_path)
+    finally:
+        run_dir.chmod(0o755)
+    assert "Permission denied" in assert_one_message(result, f"the run directory {run_dir} (hydra.run.dir)")
+
+
+def test_read_only_directory_is_found_before_logging(tmp_path, monkeypatch):
+    import tempfile
+
+    from ecl_lightning.cli import unwritable
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)  # what a read-only directory or file system does
+    assert unwritable(tmp_path / "new" / "run") == f"cannot write in {tmp_path} (Permission denied)"

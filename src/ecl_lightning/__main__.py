@@ -9,20 +9,22 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="pkg://ecl_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train and test; return the metric a sweeper optimises (`optimized_metric`)."""
+    from ecl_lightning.cli import user_errors_as_messages
     from ecl_lightning.train import train  # imported here so `--help` and `--cfg` stay fast
 
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
-        from ecl_lightning.config import ConfigError
+    with user_errors_as_messages():  # a config, data or checkpoint error: its message and exit code 2
+        metrics = train(cfg)
+        name = cfg.get("optimized_metric")
+        if not name:
+            return None
+        if name not in metrics:
+            from ecl_lightning.config import ConfigError
 
-        raise ConfigError(
-            f"optimized_metric={name!r} is not among this run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
-            "val/acc_best needs checkpointing on a val split (not debug=fdr)"
-        )
-    return float(metrics[name])
+            raise ConfigError(
+                f"optimized_metric={name!r} is not among this run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
+                "val/acc_best needs checkpointing on a val split (not debug=fdr)"
+            )
+        return float(metrics[name])
 
 
 if __name__ == "__main__":

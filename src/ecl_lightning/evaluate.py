@@ -79,7 +79,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="pkg://ecl_lightning.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from ecl_lightning.cli import user_errors_as_messages
+
+    with user_errors_as_messages():  # a config, data or checkpoint error: its message and exit code 2
+        evaluate(cfg)
 
 
 if __name__ == "__main__":
