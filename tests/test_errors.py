@@ -12,6 +12,7 @@ import torch
 
 from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
+from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build
 from ecl_lightning.utils import save_resolved_config
@@ -206,3 +207,19 @@ def test_read_only_directory_is_found_before_logging(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refused)  # what a read-only directory or file system does
     assert unwritable(tmp_path / "new" / "run") == f"cannot write in {tmp_path} (Permission denied)"
+
+
+# 13: a corrupt or cut-short JPEG stops the run before training (it stopped it inside epoch 0), by default.
+def test_corrupt_jpeg_is_named_before_training(tmp_path):
+    from datagen import SPLIT_TREE_TRAIN, write_split_tree
+
+    tree = write_split_tree(tmp_path / "tree", "imagenet_lt", 5, SPLIT_TREE_TRAIN, 3)
+    train_split = tree / "splits" / "ImageNet_LT_train.txt"
+    rel = train_split.read_text().split()[0]
+    (tree / "images" / rel).write_bytes((tree / "images" / rel).read_bytes()[:300])
+    data = [f"data.split_dir={tree / 'splits'}", f"data.image_root={tree / 'images'}", "data.num_classes=5"]
+    cfg = compose_cfg(["data=imagenet_lt", "debug=fdr", "data.num_workers=0", *data], tmp_path / "run")
+    assert cfg.data.verify_images is False and cfg.data.check_headers is True
+    with pytest.raises(DatasetFormatError) as err:
+        build(cfg)
+    assert f"{train_split}:1: not a readable image {rel}: " in str(err.value)
