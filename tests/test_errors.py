@@ -49,6 +49,8 @@ def build_error(overrides: list[str], tmp_path, data_dirs: dict | None = None) -
         ("data.batch_size=eight", "data.batch_size='eight' must be an integer"),
         ("data.data_dir=7", "data.data_dir=7 must be a string"),
         ("+data.batchsize=8", "unknown key data.batchsize"),
+        ("seed=abc", "seed='abc' must be an integer or null"),
+        ("test=maybe", "test='maybe' must be true or false"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc' must be an integer or null"),
         ("trainer.devices=0", "trainer.devices=0 must be >= 1, -1 (all devices) or auto"),
         ("trainer.num_nodes=0", "trainer.num_nodes=0 must be >= 1"),

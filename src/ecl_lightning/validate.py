@@ -8,7 +8,7 @@ import typing
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ecl_lightning.config import (
@@ -69,6 +69,16 @@ TRAINER_KEYS: dict[str, tuple[Any, float | None]] = {
     "use_distributed_sampler": (bool, None),
     "deterministic": (bool | str | None, None),
     "default_root_dir": (str | None, None),
+}
+# Top-level keys of train.yaml and eval.yaml.
+TOP_LEVEL_KEYS: dict[str, Any] = {
+    "seed": int | None,
+    "train": bool,
+    "test": bool,
+    "ckpt_path": str | None,
+    "optimized_metric": str | None,
+    "heads": str,
+    "data_dir": str | None,
 }
 _BUILT_BY_CODE = ("_target_", "_convert_", "_partial_", "_recursive_", "_args_")
 
@@ -175,8 +185,23 @@ def check_trainer(cfg: DictConfig) -> None:
             _minimum(f"trainer.{key}", value, low)
 
 
+def check_top_level(cfg: DictConfig) -> None:
+    """seed, train, test, ckpt_path...: the run's own switches."""
+    for key, annotation in TOP_LEVEL_KEYS.items():
+        if key in cfg:
+            try:
+                value = cfg[key]
+                if isinstance(value, DictConfig | ListConfig):
+                    value = OmegaConf.to_container(value, resolve=True)
+            except OmegaConfBaseException as err:
+                raise ConfigError(f"{key}: {err}".splitlines()[0]) from None
+            check_type(key, value, annotation)
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Type and range check every group present (data, model, trainer) before any data is read."""
+    """Type and range check the top-level keys and every group present (data, model, trainer) before any data is
+    read."""
+    check_top_level(cfg)
     for group, check in (("data", check_data), ("model", check_model), ("trainer", check_trainer)):
         if cfg.get(group) is not None:
             check(cfg)
