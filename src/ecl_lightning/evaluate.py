@@ -6,6 +6,7 @@ The data defaults to the checkpoint's own run (its config.yaml beside checkpoint
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -37,8 +38,11 @@ def _data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 
 def _load_module(checkpoint: dict, **overrides) -> ECLModule:
-    """ECLModule from an already read checkpoint (its saved hyper-parameters, `overrides` on top) with its weights."""
-    model = ECLModule(**{**checkpoint["hyper_parameters"], **overrides})
+    """ECLModule from an already read checkpoint (its saved hyper-parameters, `overrides` on top) with its weights;
+    as `load_from_checkpoint`, saved values that are no longer arguments are left out."""
+    params = inspect.signature(ECLModule).parameters
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in params}
+    model = ECLModule(**{**hparams, **overrides})
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     return model
