@@ -41,6 +41,8 @@ def build_error(overrides: list[str], tmp_path, data_dirs: dict | None = None) -
         ("model.loss.hcm=yes", "model.loss.hcm='yes' must be true or false"),
         ("model.net.proj_hidden=wide", "model.net.proj_hidden='wide' must be an integer or null"),
         ("model.schedule.milestones=5", "model.schedule.milestones=5 must be a list"),
+        ("model.net.backbone=resnet18", "model.net.backbone='resnet18' is not one of ["),
+        ("+model.net.backbone_kwargs.depth=3", "unknown key model.net.backbone_kwargs.depth for resnet_small"),
         ("model.channels_last=2", "model.channels_last=2 must be true or false"),
         ("data.batch_size=0", "data.batch_size=0 must be >= 1"),
         ("data.eval_batch_size=-4", "data.eval_batch_size=-4 must be >= 1"),

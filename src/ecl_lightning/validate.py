@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import get_class
@@ -98,12 +99,13 @@ def _minimum(key: str, value: Any, low: float | None) -> None:
         raise ConfigError(f"{key}={value!r} must be >= {low}")
 
 
-def check_signature_keys(group: str, values: dict, target: type, skip: tuple[str, ...] = ()) -> None:
-    """Every key of a `_target_` group is a parameter of the target's __init__, of the annotated type."""
+def check_signature_keys(group: str, values: dict, target: Callable, skip: tuple[str, ...] = ()) -> None:
+    """Every key of a `_target_` group is a parameter of the target (a class's __init__, or a function), of the
+    annotated type."""
     params = inspect.signature(target).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     try:
-        hints = typing.get_type_hints(target.__init__)
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
     except Exception:  # an annotation we cannot evaluate: check names only
         hints = {}
     for key, value in values.items():
@@ -151,8 +153,19 @@ def check_model(cfg: DictConfig) -> None:
         if name in values:
             check_type(f"model.{name}", values[name], dict | None)
             groups[name] = from_dict(cls, values[name], f"model.{name}")
+    if "net" in groups:
+        check_backbone(groups["net"])
     if "net" in groups and "loss" in groups:
         check_experts(groups["net"], groups["loss"])
+
+
+def check_backbone(net: NetConfig) -> None:
+    """model.net.backbone is registered and model.net.backbone_kwargs are arguments of it (typed)."""
+    from ecl_lightning.models.backbones import BACKBONES
+
+    if net.backbone not in BACKBONES:
+        raise ConfigError(f"model.net.backbone={net.backbone!r} is not one of {sorted(BACKBONES)}")
+    check_signature_keys("model.net.backbone_kwargs", net.backbone_kwargs, BACKBONES[net.backbone], skip=("in_chans",))
 
 
 def check_experts(net: NetConfig, loss: LossConfig) -> None:
