@@ -63,6 +63,11 @@ def test_wrong_type_or_range_is_named_before_data(override, message, tmp_path):
     assert message in build_error([override], tmp_path)
 
 
+def test_batch_larger_than_the_train_set_is_named_before_training(fmnist_dir, tmp_path):
+    message = build_error(["data.batch_size=1000"], tmp_path, data_dirs={"fmnist": fmnist_dir})
+    assert message.startswith("data.batch_size=1000 is larger than the long-tailed train set (")
+
+
 # 12: one expert leaves the distillation weights unused.
 def test_one_expert_with_distillation_weights_is_refused(tmp_path):
     message = build_error(["model.net.num_experts=1"], tmp_path)

@@ -53,6 +53,12 @@ def build(cfg: DictConfig):
     if ckpt is not None:
         check_data_fits(ckpt, resume, datamodule.num_classes, datamodule.in_chans, data_name(cfg))
     class_counts = datamodule.class_counts
+    batch_size = cfg.data.get("batch_size")
+    if isinstance(batch_size, int) and sum(class_counts) < batch_size:  # drop_last would leave an empty epoch
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the long-tailed train set ({sum(class_counts)} images): "
+            "lower data.batch_size (or raise data.n_max)"
+        )
     log.info(
         "Long-tailed train set: %d images, %d classes, counts %d ... %d",
         sum(class_counts), len(class_counts), max(class_counts), min(class_counts),
