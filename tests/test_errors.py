@@ -169,6 +169,8 @@ def assert_one_message(result, start: str) -> str:
 def test_cli_config_error_is_one_line(tmp_path):
     result = run_cli(["debug=fdr", "model.loss.kd_weight=abc", f"data.data_dir={tmp_path}"], cwd=tmp_path)
     assert_one_message(result, "model.loss.kd_weight='abc' must be a number")
+    (log_file,) = (tmp_path / "logs" / "debug" / "runs").glob("*/*/debug.log")  # the run's log keeps it too
+    assert "[ERROR] - model.loss.kd_weight='abc' must be a number" in log_file.read_text()
     result = run_cli(["-m", "debug=fdr", "seed=0,1", "data.batch_size=0", f"data.data_dir={tmp_path}"], cwd=tmp_path)
     assert_one_message(result, "job 0 (debug=fdr seed=0 data.batch_size=0 ")  # a sweep names the job
 
