@@ -53,8 +53,8 @@ TRAINER_KEYS: dict[str, tuple[Any, float | None]] = {
     "max_steps": (int, -1),
     "devices": (int | str | list, None),
     "num_nodes": (int, 1),
-    "accelerator": (str, None),
-    "strategy": (str, None),
+    "accelerator": (str | dict, None),  # a name, or a `_target_` node Hydra instantiates
+    "strategy": (str | dict, None),
     "precision": (str | int | None, None),
     "check_val_every_n_epoch": (int | None, 1),
     "log_every_n_steps": (int | None, 1),
