@@ -49,3 +49,9 @@ def test_bench_data_measures_both_pipelines(capsys):
     lines = [line for line in out.splitlines() if line.startswith("| cifar10_lt")]
     assert len(lines) == 2 and "views in the workers" in lines[0] and "views on cpu" in lines[1]
     assert all(float(line.strip("|").split("|")[-1]) > 0 for line in lines)
+
+
+def test_bench_image_check_times_both_checks(tmp_path, capsys):
+    load("bench_image_check").main(["--files", "4", "--dir", str(tmp_path), "--repeats", "1", "--workers", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| header", "| decode"))]
+    assert len(rows) == 3 and all(float(row.strip("|").split("|")[-1]) > 0 for row in rows)

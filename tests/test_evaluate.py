@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.module import ECLModule
@@ -56,7 +57,7 @@ def test_aggregation_choices(trained_run, tmp_path):
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+    with pytest.raises(CheckpointError, match="nope.ckpt"):
         evaluate(eval_cfg(tmp_path, tmp_path / "nope.ckpt"))
 
 

@@ -12,28 +12,30 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     """Train and test; return the metric a sweeper optimises (`optimized_metric`), or None where the run has none
     and no sweeper reads it (a run without a val split: CIFAR-LT, iNat 2018)."""
+    from ecl_lightning.cli import user_errors_as_messages
     from ecl_lightning.lifecycle import optimizing_sweeper
     from ecl_lightning.train import train  # imported here so `--help` and `--cfg` stay fast
 
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name in metrics:
-        return float(metrics[name])
-    if optimizing_sweeper():  # normally refused before training (train.build); this guards what that cannot foresee
-        from ecl_lightning.config import ConfigError
+    with user_errors_as_messages():  # a config, data or checkpoint error: its message and exit code 2
+        metrics = train(cfg)
+        name = cfg.get("optimized_metric")
+        if not name:
+            return None
+        if name in metrics:
+            return float(metrics[name])
+        if optimizing_sweeper():  # normally refused before training (train.build); this guards what it cannot foresee
+            from ecl_lightning.config import ConfigError
 
-        raise ConfigError(
-            f"optimized_metric={name!r} is not among this run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
-            "val/acc_best needs checkpointing on a val split (not debug=fdr)"
+            raise ConfigError(
+                f"optimized_metric={name!r} is not among this run's metrics ({', '.join(sorted(metrics)) or 'none'}); "
+                "val/acc_best needs checkpointing on a val split (not debug=fdr)"
+            )
+        logging.getLogger("ecl_lightning").info(
+            "optimized_metric=%s is not among this run's metrics (a run without a val split has no val/ metrics): "
+            "no value is returned, and none is needed (only a sweeper that optimises reads it).",
+            name,
         )
-    logging.getLogger("ecl_lightning").info(
-        "optimized_metric=%s is not among this run's metrics (a run without a val split has no val/ metrics): "
-        "no value is returned, and none is needed (only a sweeper that optimises reads it).",
-        name,
-    )
-    return None
+        return None
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +34,70 @@ def _positive(key: str, value: float, strict: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} must be {'> 0' if strict else '>= 0'}")
 
 
+_KINDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def _type_matches(value: Any, annotation: Any) -> bool:
+    """Whether `value` (a plain config value) fits `annotation`; annotations we cannot check pass."""
+    if annotation is Any or isinstance(annotation, typing.TypeVar):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_matches(value, arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is None or annotation is type(None):
+        return value is None
+    kind = origin or annotation
+    if kind is float:  # an int is a number too; a bool is not (YAML `true` is not a weight)
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in (list, tuple, Sequence):
+        return isinstance(value, list | tuple)
+    if kind in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _describe(annotation: Any) -> str:
+    """`int | None` -> 'an integer or null', for the error message."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in typing.get_args(annotation)))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
+    if annotation is None or annotation is type(None):
+        return "null"
+    kind = origin or annotation
+    kind = {tuple: list, Sequence: list, Mapping: dict}.get(kind, kind)
+    return _KINDS.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def check_type(key: str, value: Any, annotation: Any) -> None:
+    """Raise ConfigError `key=value must be <kind>` when `value` does not fit the type annotation."""
+    if not _type_matches(value, annotation):
+        raise ConfigError(f"{key}={value!r} must be {_describe(annotation)}")
+
+
 def from_dict(cls, values: dict | None, prefix: str):
-    """Build dataclass `cls` from a plain dict; an unknown key raises ConfigError naming `prefix.key`."""
+    """Build dataclass `cls` from a plain dict; an unknown key or a value of the wrong type (checked against the
+    field's annotation) raises ConfigError naming `prefix.key`."""
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; valid keys: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        check_type(f"{prefix}.{key}", value, hints[key])
     return cls(**values)
 
 

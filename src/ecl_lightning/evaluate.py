@@ -6,18 +6,21 @@ The data defaults to the checkpoint's own run (its config.yaml beside checkpoint
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ecl_lightning.checkpoint import check_data_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.module import ECLModule
+from ecl_lightning.train import data_name
 from ecl_lightning.utils import instantiate, instantiate_loggers, save_resolved_config, write_test_outputs
+from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")
 
@@ -35,22 +38,32 @@ def _data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     return data
 
 
+def _load_module(checkpoint: dict, **overrides) -> ECLModule:
+    """ECLModule from an already read checkpoint (its saved hyper-parameters, `overrides` on top) with its weights;
+    as `load_from_checkpoint`, saved values that are no longer arguments are left out."""
+    params = inspect.signature(ECLModule).parameters
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in params}
+    model = ECLModule(**{**hparams, **overrides})
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` once; return the flat test metrics (also written as metrics.json)."""
     ckpt = Path(cfg.ckpt_path).expanduser()
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt} does not exist")
+    check_config(cfg)  # data (when given) and trainer keys, before anything is read
+    checkpoint = read_checkpoint(ckpt)  # once: a missing, truncated or foreign file is named here
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     data_cfg = _data_config(cfg, ckpt)
     datamodule = instantiate(data_cfg)
     datamodule.check()
+    name = data_name(cfg) if cfg.get("data") is not None else str(data_cfg.get("_target_")).rsplit(".", 1)[-1]
+    check_data_fits(checkpoint, ckpt, datamodule.num_classes, datamodule.in_chans, name)
 
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    eval_cfg = dict(hparams.get("eval") or {}, heads=cfg.heads)
-    model = ECLModule.load_from_checkpoint(ckpt, map_location="cpu", eval=eval_cfg)
-    if datamodule.num_classes != model.num_classes:
-        raise ConfigError(f"the data has {datamodule.num_classes} classes, the checkpoint {model.num_classes}")
+    hparams = checkpoint["hyper_parameters"]
+    model = _load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads))
     if list(datamodule.class_counts) != list(hparams.get("class_counts") or []):
         log.warning("The evaluated data's training counts differ from the checkpoint's: shot splits follow the data.")
         model.set_class_counts(datamodule.class_counts)
@@ -71,7 +84,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="pkg://ecl_lightning.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from ecl_lightning.cli import user_errors_as_messages
+
+    with user_errors_as_messages():  # a config, data or checkpoint error: its message and exit code 2
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

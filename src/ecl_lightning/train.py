@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import DictConfig, open_dict
 
+from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
     SIGINT_EXIT_CODE,
@@ -32,15 +33,19 @@ from ecl_lightning.utils import (
     write_json,
     write_test_outputs,
 )
+from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")
 
 
 def build(cfg: DictConfig):
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
+    check_config(cfg)  # types and ranges of every group, before any data is read
     check_launch(cfg)
     with open_dict(cfg):
         cfg.ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=last -> the file; a missing or truncated one stops here
+    resume = _resume_path(cfg)
+    ckpt = read_checkpoint(resume) if resume is not None else None  # read once: its data and model are checked below
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -49,7 +54,15 @@ def build(cfg: DictConfig):
     log.info("Data: %s", cfg.data._target_)
     datamodule = instantiate(cfg.data)
     datamodule.check()  # a missing dataset ends the run here, with where it looked and how to get it
+    if ckpt is not None:
+        check_data_fits(ckpt, resume, datamodule.num_classes, datamodule.in_chans, data_name(cfg))
     class_counts = datamodule.class_counts
+    batch_size = cfg.data.get("batch_size")
+    if isinstance(batch_size, int) and sum(class_counts) < batch_size:  # drop_last would leave an empty epoch
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the long-tailed train set ({sum(class_counts)} images): "
+            "lower data.batch_size (or raise data.n_max)"
+        )
     log.info(
         "Long-tailed train set: %d images, %d classes, counts %d ... %d",
         sum(class_counts), len(class_counts), max(class_counts), min(class_counts),
@@ -61,6 +74,9 @@ def build(cfg: DictConfig):
         in_chans=datamodule.in_chans,
         class_counts=class_counts,
     )
+    if ckpt is not None:
+        check_model_fits(ckpt, resume, model, dict(model.hparams))
+        del ckpt
 
     with open_dict(cfg):
         if not datamodule.has_val:
@@ -89,6 +105,27 @@ def build(cfg: DictConfig):
     _check_sync_batchnorm(cfg, trainer)
     check_optimized_metric(cfg, datamodule.has_val, trainer)
     return datamodule, model, trainer
+
+
+def _resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint file a fit resumes from (`ckpt_path` after `resolve_ckpt_path`), to check before building;
+    None without one, or for Lightning's own names (`hpc`, `registry:...`)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path or not cfg.get("train", True):
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    return path if path.is_file() else None
+
+
+def data_name(cfg: DictConfig) -> str:
+    """The data config's name as the user picks it (`cifar10_lt`), else its DataModule class."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("data")
+        if choice:
+            return str(choice)
+    return str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def _check_precision(cfg: DictConfig, trainer: L.Trainer) -> None:

@@ -174,8 +174,8 @@ def corrupt_tree(tmp_path) -> tuple[Path, str]:
 
 def test_corrupt_jpeg_error_names_the_file(corrupt_tree):
     tree, rel = corrupt_tree
-    dm = make("imagenet_lt", tree)
-    dm.setup()  # verify_images=False: only file existence is checked
+    dm = make("imagenet_lt", tree, check_headers=False)
+    dm.setup()  # neither check_headers nor verify_images: only file existence is checked
     with pytest.raises(DatasetFormatError, match="cannot decode image") as err:
         dm.train_set[0]
     assert str(tree / "images" / rel) in str(err.value)
@@ -189,3 +189,26 @@ def test_verify_images_reports_corrupt_files_before_training(corrupt_tree):
     train_file = tree / "splits" / "ImageNet_LT_train.txt"
     assert f"{train_file}: 1 bad line of 30:" in message
     assert f"{train_file}:1: cannot decode image {rel}" in message
+
+
+def test_header_check_reports_corrupt_and_cut_short_files_by_default(corrupt_tree):
+    tree, rel = corrupt_tree
+    lines = split_lines(tree / "splits" / "ImageNet_LT_train.txt")
+    cut = tree / "images" / lines[1][0]
+    cut.write_bytes(cut.read_bytes()[:-200])  # a copy cut short: header intact, no end marker
+    with pytest.raises(DatasetFormatError) as err:
+        make("imagenet_lt", tree).setup()  # the defaults: check_headers=True, verify_images=False
+    message = str(err.value)
+    train_file = tree / "splits" / "ImageNet_LT_train.txt"
+    assert f"{train_file}: 2 bad lines of 30:" in message
+    assert f"{train_file}:1: not a readable image {rel}: " in message, message
+    assert f"{train_file}:2: not a readable image {lines[1][0]}: OSError: image file is truncated" in message, message
+
+
+def test_header_check_decodes_a_file_with_data_after_its_end_marker(tmp_path):
+    tree = write_split_tree(tmp_path / "tree", "imagenet_lt", 5, SPLIT_TREE_TRAIN, 3)
+    path = tree / "images" / split_lines(tree / "splits" / "ImageNet_LT_train.txt")[0][0]
+    path.write_bytes(path.read_bytes() + b"\0" * 4096)  # trailing data, as some cameras write: a usable image
+    dm = make("imagenet_lt", tree)
+    dm.setup()
+    assert len(dm.train_set) == 30

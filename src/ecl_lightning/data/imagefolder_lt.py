@@ -23,6 +23,7 @@ from ecl_lightning.data.splitfile import (
     parse_split_json,
     parse_split_txt,
     undecodable_files,
+    unreadable_headers,
 )
 
 log = logging.getLogger("ecl_lightning")
@@ -149,6 +150,7 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         num_classes: int | None = None,
         verify_images: bool = False,
         split_format: str = "auto",
+        check_headers: bool = True,
     ) -> None:
         super().__init__()
         self.split_dir = Path(split_dir).expanduser()
@@ -162,6 +164,7 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self.image_size, self.resize_size = int(image_size), int(resize_size)
         self.num_classes = int(num_classes) if num_classes is not None else self.default_num_classes
         self.verify_images = verify_images
+        self.check_headers = check_headers
         self.split_format = split_format
         formats = ("auto", *self.split_names)
         if split_format not in formats:
@@ -206,7 +209,8 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         """Nothing to download: these benchmarks need their images fetched by hand (see `how_to_get`)."""
 
     def setup(self, stage: str | None = None) -> None:
-        """Parse every split, check every line (label, duplicates, file exists, decodes if asked); idempotent.
+        """Parse every split, check every line (label, duplicates, file exists, image header and end, or a full decode
+        with verify_images); idempotent.
 
         All problems of all splits are gathered into one DatasetFormatError, raised before any loader is built.
         """
@@ -218,9 +222,13 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         for entries in splits.values():
             missing = missing_files(self.image_root, entries.files)
             entries.drop(missing, [f"image file not found: {self.image_root / entries.files[i]}" for i in missing])
-            if self.verify_images:
+            if self.verify_images:  # a full decode of every image (slow)
                 bad = undecodable_files(self.image_root, entries.files, workers=self.num_workers)
-                entries.drop([i for i, _ in bad], [reason for _, reason in bad])
+            elif self.check_headers:  # header and end marker of every image (docs/performance.md: cost)
+                bad = unreadable_headers(self.image_root, entries.files, workers=self.num_workers)
+            else:
+                bad = []
+            entries.drop([i for i, _ in bad], [reason for _, reason in bad])
         reports = [r for r in map(describe_problems, splits.values()) if r]
         if reports:
             raise DatasetFormatError(

@@ -181,7 +181,7 @@ def load_rgb(path: str | Path) -> Image.Image:
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise DatasetFormatError(
             f"cannot decode image {path}: {type(err).__name__}: {err}. Replace the file or remove its line from "
-            "the split file (data.verify_images=true checks every image before training)"
+            "the split file (data.verify_images=true decodes every image before training)"
         ) from err
 
 
@@ -195,6 +195,46 @@ def undecodable_files(root: str | Path, files: Sequence[str], workers: int = 1) 
             cause = err.__cause__
             return i, f"cannot decode image {files[i]}: {type(cause).__name__}: {cause}"
         return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [r for r in pool.map(check, range(len(files))) if r is not None]
+
+
+# How far from its end a complete file has its end marker (JPEG EOI, PNG IEND chunk); a few cameras and editors
+# append data after it, so a missing marker is only a suspicion, confirmed by decoding that one file.
+TAIL_BYTES = 1024
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+
+
+def header_problem(path: str | Path) -> str | None:
+    """Why the image file at `path` is unusable, from its header and its last bytes, or None: PIL identifies the
+    format and size (no decoding); a JPEG or PNG without its end marker (cut short) is decoded to be sure."""
+    try:
+        with Image.open(path) as img:
+            marker = END_MARKERS.get(img.format or "")
+            width, height = img.size
+        if width < 1 or height < 1:
+            return f"image of size {width}x{height}"
+        if marker is not None:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
+                if marker not in f.read():
+                    load_rgb(path)  # raises when it is really cut short
+    except DatasetFormatError as err:
+        cause = err.__cause__
+        return f"{type(cause).__name__}: {cause}"
+    except Exception as err:  # PIL's UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def unreadable_headers(root: str | Path, files: Sequence[str], workers: int = 1) -> list[tuple[int, str]]:
+    """(position, error) of each file that is not an image or is cut short, by `header_problem` (a few KiB read per
+    file, nothing decoded); threads, since the time goes into file system calls."""
+
+    def check(i: int) -> tuple[int, str] | None:
+        problem = header_problem(os.path.join(root, files[i]))
+        return None if problem is None else (i, f"not a readable image {files[i]}: {problem}")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return [r for r in pool.map(check, range(len(files))) if r is not None]
