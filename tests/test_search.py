@@ -21,7 +21,7 @@ def test_optuna_search_over_loss_weights(fmnist_dir, tmp_path):
     sweep = tmp_path / "search"
     tiny = [o for o in TINY if not o.startswith("debug=")]
     result = run_cli(
-        ["search=optuna_loss_weights", "hydra.sweeper.n_trials=2", "optimized_metric=val/acc", "debug=limit",
+        ["hparams_search=optuna_loss_weights", "hydra.sweeper.n_trials=2", "optimized_metric=val/acc", "debug=limit",
          "trainer.max_epochs=1", *tiny, f"data.data_dir={fmnist_dir}", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
     )  # fmt: skip
@@ -42,7 +42,7 @@ def test_search_on_data_without_a_val_split_is_refused_before_training(cifar10_d
     # The search maximises val/acc_best; CIFAR-LT has no val split. Refused before the first trial trains.
     sweep = tmp_path / "search"
     result = run_cli(
-        ["search=optuna_loss_weights", "hydra.sweeper.n_trials=2", "experiment=cifar10_lt", *CIFAR_TINY,
+        ["hparams_search=optuna_loss_weights", "hydra.sweeper.n_trials=2", "experiment=cifar10_lt", *CIFAR_TINY,
          f"data.data_dir={cifar10_dir}", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
     )  # fmt: skip

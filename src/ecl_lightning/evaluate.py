@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ecl_lightning.checkpoint import check_data_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
+from ecl_lightning.extras import apply_extras
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import data_name
@@ -53,6 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` once; return the flat test metrics (also written as metrics.json)."""
     ckpt = Path(cfg.ckpt_path).expanduser()
     check_config(cfg)  # data (when given) and trainer keys, before anything is read
+    apply_extras(cfg)  # extras.print_config / ignore_warnings
     checkpoint = read_checkpoint(ckpt)  # once: a missing, truncated or foreign file is named here
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

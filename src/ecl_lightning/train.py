@@ -14,6 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
+from ecl_lightning.extras import apply_extras
 from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
     SIGINT_EXIT_CODE,
     SIGTERM_EXIT_CODE,
@@ -41,6 +42,7 @@ log = logging.getLogger("ecl_lightning")
 def build(cfg: DictConfig):
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
     check_config(cfg)  # types and ranges of every group, before any data is read
+    apply_extras(cfg)  # extras.print_config / ignore_warnings
     check_launch(cfg)
     with open_dict(cfg):
         cfg.ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=last -> the file; a missing or truncated one stops here
