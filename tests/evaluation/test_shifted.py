@@ -49,5 +49,5 @@ def test_a_split_that_cannot_supply_a_profile_is_named():
     targets = np.repeat(np.arange(3), [10, 10, 4])  # class 2 holds 4 test images
     with pytest.raises(ConfigError, match="class 2 but the test split holds 4"):
         shifted_subsets(targets, [30, 20, 10], [2], seed=0, n_max=10)
-    with pytest.raises(ConfigError, match="backward50 gives class 0 0 test images"):
+    with pytest.raises(ConfigError, match="forward50 gives class 1 0 test images"):
         shifted_subsets(targets, [30, 20, 10], [50], seed=0, n_max=None)
