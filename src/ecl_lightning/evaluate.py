@@ -1,7 +1,8 @@
 """`python -m ecl_lightning.evaluate ckpt_path=...`: test a checkpoint; writes metrics.json like training does.
 
 The data defaults to the checkpoint's own run (its config.yaml beside checkpoints/); `data=<name>` picks another.
-`heads=label|label+dist|expert<k>` chooses the test-time aggregation.
+`heads=label|label+dist|expert<k>` chooses the test-time aggregation. `protocol=shifted` tests on SADE's family of
+shifted test priors, with prior correction, expert aggregation and calibration (ecl_lightning.evaluation.protocol).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.data = data_cfg
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
+    if cfg.get("protocol", "balanced") != "balanced":
+        from ecl_lightning.evaluation.protocol import run_shifted
+
+        return run_shifted(cfg, model, datamodule, output_dir, loggers)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     with exit_nonzero_when_stopped(trainer, "evaluating"):
         trainer.test(model, datamodule=datamodule)
