@@ -82,9 +82,12 @@ def plot_shifted_accuracy(metrics: dict, profiles: list[str], rows: list[tuple[s
 
     x = [signed_imbalance(p) for p in profiles]
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    colours = {agg: f"C{i}" for i, agg in enumerate(dict.fromkeys(agg for agg, _ in rows))}
+    styles = {"none": "-", "known": "--", "em": ":"}  # colour: aggregation; line style: correction
     for agg, corr in rows:
         acc = [100 * metrics[f"shifted/{p}/{agg}/{corr}/acc"] for p in profiles]
-        ax.plot(x, acc, marker="o", markersize=3, linestyle="-" if corr == "none" else "--", label=f"{agg} / {corr}")
+        ax.plot(x, acc, marker="o", markersize=3, color=colours[agg], linestyle=styles.get(corr, "-."),
+                label=f"{agg} / {corr}")  # fmt: skip
     ax.set_xscale("log")
     ax.invert_xaxis()  # forward (head-heavy, ratio > 1) on the left, backward on the right
     ax.set_xticks(x, [p.replace("forward", "F").replace("backward", "B").replace("uniform", "U") for p in profiles])

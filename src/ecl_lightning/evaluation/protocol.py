@@ -282,12 +282,24 @@ def _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, re
             images.append(plot_reliability(reliability, path, head=head))
     except Exception as err:  # a plot must never cost an evaluation its numbers
         log.warning("Could not draw the shifted-protocol plots: %s", err)
+    _log(loggers, metrics, profiles, rows, images)
+    log.info("protocol=shifted results -> %s\n%s", output_dir / "shifted.md", text)
+
+
+def _log(loggers: list, metrics: dict, profiles: list[str], rows: list[tuple[str, str]], images: list[Path]) -> None:
+    """Flat metrics to every logger; with W&B also the accuracy table and the PNGs, then end the run (pitfall 12)."""
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in loggers:
         logger.log_metrics(metrics)
-        if hasattr(logger, "log_table"):  # W&B
+        if isinstance(logger, WandbLogger):
             header = ["aggregation", "correction", *profiles]
             data = [[a, c, *(metrics.get(f"shifted/{p}/{a}/{c}/acc") for p in profiles)] for a, c in rows]
             logger.log_table("shifted/accuracy", columns=header, data=data)
-            logger.log_image("shifted/plots", [str(p) for p in images])
+            if images:
+                logger.log_image("shifted/plots", [str(p) for p in images])
         logger.finalize("success")
-    log.info("protocol=shifted results -> %s\n%s", output_dir / "shifted.md", text)
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
