@@ -18,7 +18,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ecl_lightning.config import ConfigError
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.module import ECLModule
-from ecl_lightning.utils import instantiate, instantiate_loggers, save_resolved_config, write_test_outputs
+from ecl_lightning.utils import (
+    configure_wandb,
+    instantiate,
+    instantiate_loggers,
+    save_resolved_config,
+    write_test_outputs,
+)
 
 log = logging.getLogger("ecl_lightning")
 
@@ -59,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     with open_dict(cfg):
         cfg.data = data_cfg
+    configure_wandb(cfg)  # offline without an API key, as in training
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     if cfg.get("protocol", "balanced") != "balanced":

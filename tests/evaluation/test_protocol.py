@@ -68,3 +68,20 @@ def test_shifted_protocol_refuses_bad_input_before_running_the_network(trained_r
         cfg = compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, override], tmp_path / str(i), "eval")
         with pytest.raises(ConfigError, match=message):
             evaluate(cfg)
+
+
+def test_shifted_protocol_logs_table_and_plots_to_wandb(trained_run, tmp_path, monkeypatch):  # noqa: F811
+    _, best, _ = trained_run
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = [f"ckpt_path={best}", "protocol=shifted", *FAST, "logger=wandb", "aggregate=[mean_logits]"]
+    evaluate(compose_cfg(overrides, tmp_path, config_name="eval"))
+    import wandb
+
+    wandb.teardown()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = run / "files" / "media"
+    assert any((media / "table" / "shifted").glob("accuracy*.table.json"))
+    assert len(list((media / "images" / "shifted").glob("plots*.png"))) == 3  # accuracy, reliability before/after
