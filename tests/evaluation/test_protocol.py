@@ -63,6 +63,7 @@ def test_shifted_protocol_refuses_bad_input_before_running_the_network(trained_r
         "aggregate=[vote]": "aggregate=vote",
         "correction=[oracle]": "correction=oracle",
         "protocol=drifted": "protocol=drifted",
+        "+selfsup.steps=3": "selfsup.steps is not an option",
     }
     for i, (override, message) in enumerate(cases.items()):
         cfg = compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, override], tmp_path / str(i), "eval")
@@ -85,3 +86,14 @@ def test_shifted_protocol_logs_table_and_plots_to_wandb(trained_run, tmp_path, m
     media = run / "files" / "media"
     assert any((media / "table" / "shifted").glob("accuracy*.table.json"))
     assert len(list((media / "images" / "shifted").glob("plots*.png"))) == 3  # accuracy, reliability before/after
+
+
+def test_selfsup_on_label_and_distillation_heads(trained_run, tmp_path):  # noqa: F811
+    _, best, _ = trained_run
+    overrides = ["heads=label+dist", "aggregate=[selfsup,mean_logits]", "correction=[none]", "calibration=false"]
+    cfg = compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, *overrides], tmp_path, config_name="eval")
+    metrics = evaluate(cfg)
+    assert 0 <= metrics["shifted/backward5/selfsup/none/acc"] <= 1
+    assert not any(k.startswith("calibration/") for k in metrics)
+    # heads=label+dist makes each expert the mean of its two heads: mean_logits is the label+dist ensemble
+    assert "| mean_logits | none |" in (tmp_path / "shifted.md").read_text()

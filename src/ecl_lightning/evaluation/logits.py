@@ -83,11 +83,20 @@ def views_loader(datamodule, dataset: Dataset) -> DataLoader:
 
 
 @torch.no_grad()
-def collect_view_logits(model, loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Label-head logits [K, N, C] of both views of each (x1, x2, y) batch, in one pass."""
+def collect_view_logits(model, loader: DataLoader, device: torch.device) -> tuple[SplitLogits, SplitLogits]:
+    """Every head's logits of both views of each (x1, x2, y) batch, in one pass over the loader."""
     model.eval().to(device)
-    first, second = [], []
-    for x1, x2, _ in loader:
-        first.append(model.net(model._layout(x1.to(device)))["logits"].float().cpu())
-        second.append(model.net(model._layout(x2.to(device)))["logits"].float().cpu())
-    return torch.cat(first, 1), torch.cat(second, 1)
+    outs: list[list[dict]] = [[], []]
+    targets = []
+    for x1, x2, y in loader:
+        for view, x in enumerate((x1, x2)):
+            out = model.net(model._layout(x.to(device)))
+            outs[view].append({k: out[k].float().cpu() for k in ("logits", "dist_logits") if out.get(k) is not None})
+        targets.append(y.cpu())
+    y = torch.cat(targets)
+
+    def split(parts: list[dict]) -> SplitLogits:
+        dist = torch.cat([p["dist_logits"] for p in parts], 1) if "dist_logits" in parts[0] else None
+        return SplitLogits(torch.cat([p["logits"] for p in parts], 1), dist, y)
+
+    return split(outs[0]), split(outs[1])

@@ -6,6 +6,7 @@ temperatures), then computes every test profile x aggregation x prior correction
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,10 @@ def check_options(cfg: DictConfig, model, datamodule) -> ShiftedOptions:
             f"calibration=true fits the temperatures on the val split, and {datamodule.name} has none "
             "(never on test); use calibration=false"
         )
+    selfsup = dict(OmegaConf.to_container(cfg.get("selfsup") or {}, resolve=True))
+    allowed = set(inspect.signature(fit_selfsup_weights).parameters) - {"view1", "view2", "seed"}
+    if set(selfsup) - allowed:
+        raise ConfigError(f"selfsup.{sorted(set(selfsup) - allowed)[0]} is not an option; use {sorted(allowed)}")
     shifted = cfg.get("shifted") or {}
     return ShiftedOptions(
         ratios=[float(r) for r in shifted.get("ratios", [50, 25, 10, 5, 2])],
@@ -86,7 +91,7 @@ def check_options(cfg: DictConfig, model, datamodule) -> ShiftedOptions:
         aggregations=aggregations,
         corrections=corrections,
         tau=float(cfg.get("tau", 1.0)),
-        selfsup=dict(OmegaConf.to_container(cfg.get("selfsup") or {}, resolve=True)),
+        selfsup=selfsup,
         calibrate=has_val if calibrate is None else bool(calibrate),
     )
 
@@ -164,7 +169,7 @@ def run_shifted(cfg: DictConfig, model, datamodule, output_dir: Path, loggers: l
     if "selfsup" in opts.aggregations:
         log.info("Collecting logits of two augmented (training view 1) views of the test images for selfsup")
         views = collect_view_logits(model, views_loader(datamodule, datamodule.test_set), device)
-        views = tuple(expert_logits(SplitLogits(v, None, test.targets), heads) for v in views)
+        views = tuple(expert_logits(v, heads) for v in views)
 
     eval_cfg = model.eval_cfg
     metrics: dict[str, float] = {}
