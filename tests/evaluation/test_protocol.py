@@ -61,6 +61,7 @@ def test_shifted_protocol_refuses_bad_input_before_running_the_network(trained_r
         "shifted.ratios=[50]": "forward50 gives class .* 0 test images",
         "shifted.n_max=11": "needs 11 test images of class 0 but the test split holds 10",
         "aggregate=[vote]": "aggregate=vote",
+        "aggregate=[]": "leaves nothing to evaluate",
         "correction=[oracle]": "correction=oracle",
         "protocol=drifted": "protocol=drifted",
         "+selfsup.steps=3": "selfsup.steps is not an option",

@@ -63,6 +63,8 @@ def check_options(cfg: DictConfig, model, datamodule) -> ShiftedOptions:
         aggregations += ["label+dist"] if has_dist and cfg.heads == "label" else []
         aggregations += ["selfsup"] if num_experts > 1 else []
     aggregations = [str(a) for a in ([aggregations] if isinstance(aggregations, str) else aggregations)]
+    if not aggregations:
+        raise ConfigError("aggregate=[] leaves nothing to evaluate; leave it null for every rule that applies")
     for a in aggregations:
         if a not in (*AGGREGATIONS, "label+dist"):
             raise ConfigError(f"aggregate={a} is not one of {(*AGGREGATIONS, 'label+dist')}")
