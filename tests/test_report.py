@@ -37,6 +37,10 @@ def test_groups_seeds_and_computes_mean_std(tmp_path):
 def test_label_ignores_seed_and_paths():
     assert config_label(["seed=3", "data.data_dir=/x", "model.loss.reweight=none"]) == "model.loss.reweight=none"
     assert config_label(["seed=3"]) == "(defaults)"
+    # Evaluations of several seeds' checkpoints: one configuration, named by run_name.
+    assert (
+        config_label(["ckpt_path=/r/1/e.ckpt", "run_name=ecl", "protocol=shifted"]) == "run_name=ecl protocol=shifted"
+    )
     assert config_label(["model=ce", "debug=fdr"], common=frozenset({"debug=fdr"})) == "model=ce"
 
 

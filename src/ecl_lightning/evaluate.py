@@ -1,7 +1,8 @@
 """`python -m ecl_lightning.evaluate ckpt_path=...`: test a checkpoint; writes metrics.json like training does.
 
 The data defaults to the checkpoint's own run (its config.yaml beside checkpoints/); `data=<name>` picks another.
-`heads=label|label+dist|expert<k>` chooses the test-time aggregation.
+`heads=label|label+dist|expert<k>` chooses the test-time aggregation. `protocol=shifted` tests on SADE's family of
+shifted test priors, with prior correction, expert aggregation and calibration (ecl_lightning.evaluation.protocol).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from ecl_lightning.extras import apply_extras
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import data_name
-from ecl_lightning.utils import instantiate, instantiate_loggers, save_resolved_config, write_test_outputs
+from ecl_lightning.utils import (
+    configure_wandb,
+    instantiate,
+    instantiate_loggers,
+    save_resolved_config,
+    write_test_outputs,
+)
 from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")
@@ -73,8 +80,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     with open_dict(cfg):
         cfg.data = data_cfg
+    configure_wandb(cfg)  # offline without an API key, as in training
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
+    if cfg.get("protocol", "balanced") != "balanced":
+        from ecl_lightning.evaluation.protocol import run_shifted
+
+        return run_shifted(cfg, model, datamodule, output_dir, loggers)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     with exit_nonzero_when_stopped(trainer, "evaluating"):
         trainer.test(model, datamodule=datamodule)

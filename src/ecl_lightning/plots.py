@@ -75,6 +75,34 @@ def plot_reliability(reliability: dict, path: Path, head: str = "ensemble") -> P
     return path
 
 
+def plot_shifted_accuracy(metrics: dict, profiles: list[str], rows: list[tuple[str, str]], path: Path) -> Path:
+    """Test accuracy against the test set's imbalance (log scale, forward-LT left to backward-LT right), one line per
+    (aggregation, correction), from the flat `shifted/<profile>/<agg>/<corr>/acc` metrics of `protocol=shifted`."""
+    from ecl_lightning.evaluation.shifted import signed_imbalance
+
+    x = [signed_imbalance(p) for p in profiles]
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    colours = {agg: f"C{i}" for i, agg in enumerate(dict.fromkeys(agg for agg, _ in rows))}
+    styles = {"none": "-", "known": "--", "em": ":"}  # colour: aggregation; line style: correction
+    for agg, corr in rows:
+        acc = [100 * metrics[f"shifted/{p}/{agg}/{corr}/acc"] for p in profiles]
+        ax.plot(x, acc, marker="o", markersize=3, color=colours[agg], linestyle=styles.get(corr, "-."),
+                label=f"{agg} / {corr}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.invert_xaxis()  # forward (head-heavy, ratio > 1) on the left, backward on the right
+    ax.set_xticks(x, [p.replace("forward", "F").replace("backward", "B").replace("uniform", "U") for p in profiles])
+    ax.minorticks_off()
+    ax.set_xlabel("test class distribution: forward-LT <- uniform -> backward-LT (imbalance ratio, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Accuracy under shifted test priors", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def save_run_plots(run_dir: Path) -> list[Path]:
     """Draw per_class_accuracy.png and reliability.png into `run_dir` from the run's JSON outputs."""
     run_dir = Path(run_dir)

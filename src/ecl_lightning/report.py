@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 DEFAULT_COLUMNS = ("test/acc", "test/acc_many", "test/acc_medium", "test/acc_few", "test/ece")
-IGNORED_OVERRIDES = ("seed", "hydra.", "trainer.enable_progress_bar", "data.data_dir", "paths.")
+# ckpt_path: evaluations of one configuration's seeds (`evaluate -m ckpt_path=a,b,c run_name=ecl`) pool like seeds.
+IGNORED_OVERRIDES = ("seed", "ckpt_path", "hydra.", "trainer.enable_progress_bar", "data.data_dir", "paths.")
 
 
 def load_runs(sweep_dir: Path) -> list[dict]:

@@ -1,0 +1,312 @@
+"""`python -m ecl_lightning.evaluate ckpt_path=... protocol=shifted`: shifted test priors (docs/method.md 5.1).
+
+Runs the network once over the test split (and its two augmented views for `selfsup`, and the val split for the
+temperatures), then computes every test profile x aggregation x prior correction from the stored logits on the CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from ecl_lightning.config import ConfigError
+from ecl_lightning.evaluation.aggregate import AGGREGATIONS, aggregate, fit_selfsup_weights
+from ecl_lightning.evaluation.calibration import (
+    brier_score,
+    calibration_scores,
+    fit_temperature,
+    reliability_bins,
+)
+from ecl_lightning.evaluation.logits import SplitLogits, collect_logits, collect_view_logits, views_loader
+from ecl_lightning.evaluation.prior import em_prior, prior_correction
+from ecl_lightning.evaluation.shifted import default_n_max, profile_counts, shifted_subsets
+from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, split_table, weights_table
+from ecl_lightning.metrics import LongTailMetrics
+from ecl_lightning.utils import write_json
+
+log = logging.getLogger("ecl_lightning")
+
+PROTOCOLS = ("balanced", "shifted")
+CORRECTIONS = ("none", "known", "em")
+FIXED = ("mean_logits", "mean_probs", "product", "label+dist")  # no fitting on test images: calibrated on val
+
+
+@dataclass
+class ShiftedOptions:
+    ratios: list[float]
+    seed: int
+    n_max: int | None
+    aggregations: list[str]
+    corrections: list[str]
+    tau: float
+    selfsup: dict
+    calibrate: bool
+
+
+def check_options(cfg: DictConfig, model, datamodule) -> ShiftedOptions:
+    """Every `protocol=shifted` option checked against the model and the data, before any network runs."""
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={cfg.protocol} is not one of {PROTOCOLS}")
+    has_dist = model.net.dist_heads is not None
+    num_experts = 1 if str(cfg.heads).startswith("expert") else model.num_experts
+    aggregations = cfg.get("aggregate")
+    if aggregations is None:  # all that apply to this model
+        aggregations = [a for a in ("mean_logits", "mean_probs", "product") if num_experts > 1 or a == "mean_logits"]
+        aggregations += ["label+dist"] if has_dist and cfg.heads == "label" else []
+        aggregations += ["selfsup"] if num_experts > 1 else []
+    aggregations = [str(a) for a in ([aggregations] if isinstance(aggregations, str) else aggregations)]
+    if not aggregations:
+        raise ConfigError("aggregate=[] leaves nothing to evaluate; leave it null for every rule that applies")
+    for a in aggregations:
+        if a not in (*AGGREGATIONS, "label+dist"):
+            raise ConfigError(f"aggregate={a} is not one of {(*AGGREGATIONS, 'label+dist')}")
+    if "label+dist" in aggregations and not has_dist:
+        raise ConfigError("aggregate=label+dist needs distillation heads; this checkpoint has none")
+    corrections = [str(c) for c in cfg.get("correction") or ["none"]]
+    for c in corrections:
+        if c not in CORRECTIONS:
+            raise ConfigError(f"correction={c} is not one of {CORRECTIONS}")
+    calibrate = cfg.get("calibration")
+    has_val = getattr(datamodule, "val_set", None) is not None
+    if calibrate and not has_val:
+        raise ConfigError(
+            f"calibration=true fits the temperatures on the val split, and {datamodule.name} has none "
+            "(never on test); use calibration=false"
+        )
+    selfsup = dict(OmegaConf.to_container(cfg.get("selfsup") or {}, resolve=True))
+    allowed = set(inspect.signature(fit_selfsup_weights).parameters) - {"view1", "view2", "seed"}
+    if set(selfsup) - allowed:
+        raise ConfigError(f"selfsup.{sorted(set(selfsup) - allowed)[0]} is not an option; use {sorted(allowed)}")
+    shifted = cfg.get("shifted") or {}
+    return ShiftedOptions(
+        ratios=[float(r) for r in shifted.get("ratios", [50, 25, 10, 5, 2])],
+        seed=int(shifted.get("seed", 0)),
+        n_max=None if shifted.get("n_max") is None else int(shifted.n_max),
+        aggregations=aggregations,
+        corrections=corrections,
+        tau=float(cfg.get("tau", 1.0)),
+        selfsup=selfsup,
+        calibrate=has_val if calibrate is None else bool(calibrate),
+    )
+
+
+def expert_logits(split: SplitLogits, heads: str) -> Tensor:
+    """The per-expert logits [K, N, C] that `heads` selects (label, label+dist averaged per expert, or expert<k>)."""
+    z = split.label if heads != "label+dist" else (split.label + split.dist) / 2
+    if heads.startswith("expert"):
+        k = int(heads.removeprefix("expert"))
+        return z[k - 1 : k]
+    return z
+
+
+def combine(split: SplitLogits, heads: str, method: str, weights: Tensor | None = None) -> Tensor:
+    """Aggregated logits [N, C]; `label+dist` is the mean over experts of each expert's mean label/dist logits."""
+    if method == "label+dist":
+        return ((split.label + split.dist) / 2).mean(0)
+    return aggregate(expert_logits(split, heads), method, weights)
+
+
+def scores(logits: Tensor, targets: Tensor, class_counts, eval_cfg) -> dict[str, float]:
+    """acc (sample accuracy, SADE's `All`), acc_class (mean per-class), acc/ece per split, ece, nll, brier."""
+    metric = LongTailMetrics(
+        logits.shape[1],
+        class_counts,
+        many_threshold=eval_cfg.many_threshold,
+        few_threshold=eval_cfg.few_threshold,
+        n_bins=eval_cfg.n_bins,
+    )
+    metric.update(logits, targets)
+    out = {k: float(v) for k, v in metric.compute().items()}
+    out["acc_class"] = out.pop("acc")
+    out["acc"] = float((logits.argmax(-1) == targets).float().mean())
+    out["brier"] = brier_score(F.softmax(logits.double(), -1), targets)
+    return out
+
+
+def _subset(split: SplitLogits, idx: Tensor) -> SplitLogits:
+    dist = None if split.dist is None else split.dist[:, idx]
+    return SplitLogits(split.label[:, idx], dist, split.targets[idx])
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    use_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def run_shifted(cfg: DictConfig, model, datamodule, output_dir: Path, loggers: list) -> dict[str, float]:
+    """Evaluate on the shifted test profiles; write metrics.json, shifted.md, the PNGs; return the flat metrics."""
+    datamodule.setup("test")
+    opts = check_options(cfg, model, datamodule)
+    class_counts = datamodule.class_counts
+    test_targets = datamodule.test_set.targets.numpy()
+    subsets = shifted_subsets(test_targets, class_counts, opts.ratios, opts.seed, opts.n_max)
+    n_max = opts.n_max if opts.n_max is not None else default_n_max(test_targets, len(class_counts))
+    write_json(
+        output_dir / "shifted_subsets.json",
+        {
+            "seed": opts.seed,
+            "n_max": n_max,
+            "order": list(subsets),  # the keys below are written sorted
+            "class_order": np.argsort(-np.asarray(class_counts), kind="stable").tolist(),
+            "profiles": {
+                name: {"counts": profile_counts(n_max, class_counts, name).tolist(), "indices": idx.tolist()}
+                for name, idx in subsets.items()
+            },
+        },
+    )
+    heads = str(cfg.heads)
+    device = _device(cfg)
+    log.info("protocol=shifted: collecting logits of %d test images on %s", len(test_targets), device)
+    test = collect_logits(model, datamodule.test_dataloader(), device)
+    views = None
+    if "selfsup" in opts.aggregations:
+        log.info("Collecting logits of two augmented (training view 1) views of the test images for selfsup")
+        views = collect_view_logits(model, views_loader(datamodule, datamodule.test_set), device)
+        views = tuple(expert_logits(v, heads) for v in views)
+
+    eval_cfg = model.eval_cfg
+    metrics: dict[str, float] = {}
+    weights: dict[str, list[float]] = {}
+    for name, idx_np in subsets.items():
+        idx = torch.as_tensor(idx_np)
+        part = _subset(test, idx)
+        y = part.targets
+        prior = torch.bincount(y, minlength=model.num_classes).double() / len(y)
+        for agg in opts.aggregations:
+            w = None
+            if agg == "selfsup":
+                s = opts.selfsup
+                w = fit_selfsup_weights(views[0][:, idx], views[1][:, idx], seed=opts.seed, **s)
+                weights[name] = w.tolist()
+                for k, wk in enumerate(w.tolist()):
+                    metrics[f"shifted/{name}/selfsup/weight_expert{k + 1}"] = wk
+            z = combine(part, heads, agg, w)
+            for corr in opts.corrections:
+                if corr == "none":
+                    zc = z
+                elif corr == "known":
+                    zc = prior_correction(z, prior.float(), opts.tau)
+                else:
+                    estimate = em_prior(z)
+                    metrics[f"shifted/{name}/{agg}/em_prior_l1"] = float((estimate.double() - prior).abs().sum())
+                    zc = prior_correction(z, estimate, opts.tau)
+                for key, value in scores(zc, y, class_counts, eval_cfg).items():
+                    metrics[f"shifted/{name}/{agg}/{corr}/{key}"] = value
+        per_expert = expert_logits(part, heads)
+        if len(per_expert) > 1:
+            for k in range(len(per_expert)):
+                for key, value in scores(per_expert[k], y, class_counts, eval_cfg).items():
+                    metrics[f"shifted/{name}/expert{k + 1}/{key}"] = value
+
+    calibration, reliability = {}, {}
+    if opts.calibrate:
+        val = collect_logits(model, datamodule.val_dataloader(), device)
+        calibration, reliability = _calibrate(val, test, heads, opts.aggregations, eval_cfg.n_bins)
+        for head, values in calibration.items():
+            metrics.update({f"calibration/{head}/{k}": v for k, v in values.items()})
+    else:
+        log.warning("%s has no val split: no temperature scaling (it is never fitted on test)", datamodule.name)
+
+    profiles = list(subsets)
+    rows = [(a, c) for a in opts.aggregations for c in opts.corrections]
+    _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers)
+    return metrics
+
+
+def _calibrate(val: SplitLogits, test: SplitLogits, heads: str, aggregations: list[str], n_bins: int):
+    """One temperature per head (each expert, each fixed aggregation) fitted on val; scores on the test split."""
+    candidates: dict[str, tuple[Tensor, Tensor]] = {}
+    for agg in (a for a in aggregations if a in FIXED):
+        candidates[agg] = (combine(val, heads, agg), combine(test, heads, agg))
+    val_experts, test_experts = expert_logits(val, heads), expert_logits(test, heads)
+    if len(val_experts) > 1:
+        for k in range(len(val_experts)):
+            candidates[f"expert{k + 1}"] = (val_experts[k], test_experts[k])
+    calibration, reliability = {}, {}
+    for head, (zv, zt) in candidates.items():
+        t = fit_temperature(zv, val.targets)
+        before = calibration_scores(zt, test.targets, n_bins)
+        after = calibration_scores(zt / t, test.targets, n_bins)
+        calibration[head] = {"temperature": t, **before, **{f"{k}_scaled": v for k, v in after.items()}}
+        if head == aggregations[0]:
+            reliability = {
+                f"{head}, T=1": reliability_bins(F.softmax(zt.double(), -1), test.targets, n_bins),
+                f"{head}, T={t:.2f} (val)": reliability_bins(F.softmax(zt.double() / t, -1), test.targets, n_bins),
+            }
+    return calibration, reliability
+
+
+def _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers):
+    from ecl_lightning.plots import plot_reliability, plot_shifted_accuracy
+
+    write_json(output_dir / "metrics.json", metrics)
+    first = opts.aggregations[0]
+    sections = [
+        f"# Shifted test priors: {Path(cfg.ckpt_path).name}, heads={cfg.heads}, tau={opts.tau:g}",
+        "Test accuracy (%, all samples, as SADE reports it) per test class distribution; the class order is the "
+        "training counts' (forward: head classes most frequent).",
+        accuracy_table(metrics, profiles, rows),
+    ]
+    for corr in opts.corrections:
+        sections += [f"## {first}, correction {corr}: per split", split_table(metrics, profiles, f"{first}/{corr}")]
+    expert_rows = sorted({k.split("/")[2] for k in metrics if k.split("/")[2].startswith("expert")})
+    if expert_rows:
+        body = [
+            [e, *(f"{100 * metrics[f'shifted/{p}/{e}/acc']:.2f}" for p in profiles)]
+            for e in sorted(expert_rows, key=lambda e: int(e.removeprefix("expert")))
+        ]
+        sections += [
+            "## Each expert (no correction), accuracy %",
+            "\n".join(
+                ["| expert | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
+                + ["| " + " | ".join(r) + " |" for r in body]
+            ),
+        ]
+    if weights:
+        sections += ["## Self-supervised expert weights (fitted on each test set's unlabeled images)"]
+        sections += [weights_table(weights)]
+    if calibration:
+        sections += [
+            "## Calibration on the test split: temperature fitted on val, before -> after",
+            calibration_table(calibration),
+        ]
+    text = "\n\n".join(sections) + "\n"
+    (output_dir / "shifted.md").write_text(text)
+    images = []
+    try:
+        images.append(plot_shifted_accuracy(metrics, profiles, rows, output_dir / "shifted_accuracy.png"))
+        for i, head in enumerate(reliability):
+            path = output_dir / ("reliability_before.png" if i == 0 else "reliability_after.png")
+            images.append(plot_reliability(reliability, path, head=head))
+    except Exception as err:  # a plot must never cost an evaluation its numbers
+        log.warning("Could not draw the shifted-protocol plots: %s", err)
+    _log(loggers, metrics, profiles, rows, images)
+    log.info("protocol=shifted results -> %s\n%s", output_dir / "shifted.md", text)
+
+
+def _log(loggers: list, metrics: dict, profiles: list[str], rows: list[tuple[str, str]], images: list[Path]) -> None:
+    """Flat metrics to every logger; with W&B also the accuracy table and the PNGs, then end the run (pitfall 12)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if isinstance(logger, WandbLogger):
+            header = ["aggregation", "correction", *profiles]
+            data = [[a, c, *(metrics.get(f"shifted/{p}/{a}/{c}/acc") for p in profiles)] for a, c in rows]
+            logger.log_table("shifted/accuracy", columns=header, data=data)
+            if images:
+                logger.log_image("shifted/plots", [str(p) for p in images])
+        logger.finalize("success")
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
