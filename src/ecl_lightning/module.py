@@ -1,23 +1,22 @@
 """ECLModule: the multi-expert network, the ECL losses and the long-tail metrics wired into Lightning.
 
 The tensor math lives in `ecl_lightning.losses` (pure functions) and `ecl_lightning.models`; this file is glue.
-CE, Balanced Softmax and NCL are configurations of this one module (conf/model/*.yaml).
+CE, Balanced Softmax and NCL are configurations of this one module (conf/model/*.yaml). Over 300 lines on purpose:
+the objective's glue (`compute_loss` and its terms) stays beside the hooks so one training step reads top to bottom;
+RNG-state checkpointing, the evaluated-sample check and model-size logging live in rng_state.py, sample_count.py
+and models/profile.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Sequence
 from functools import partial
 
 import lightning as L
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from ecl_lightning.config import (
@@ -46,8 +45,10 @@ from ecl_lightning.losses import (
 )
 from ecl_lightning.metrics import SPLITS, LongTailMetrics
 from ecl_lightning.models import KeyQueue, MomentumEncoder, MultiExpertNet, concat_all_gather
-from ecl_lightning.models.profile import count_params, model_size
+from ecl_lightning.models.profile import log_model_size
 from ecl_lightning.optim import build_optimizer, lr_factor, scaled_lr
+from ecl_lightning.rng_state import gather_rng_states, restore_rng_states
+from ecl_lightning.sample_count import check_num_samples
 
 log = logging.getLogger("ecl_lightning")
 
@@ -172,7 +173,8 @@ class ECLModule(L.LightningModule):
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def on_fit_start(self) -> None:
-        self._log_model_size()
+        if self.trainer.is_global_zero:
+            log_model_size(self, getattr(self.trainer, "datamodule", None))
         if self.use_contrastive:
             global_batch = self._global_batch_size()
             if global_batch and self.loss_cfg.queue_size % global_batch:
@@ -180,24 +182,6 @@ class ECLModule(L.LightningModule):
                     f"model.loss.queue_size={self.loss_cfg.queue_size} must be a multiple of the global batch "
                     f"size {global_batch} (data.batch_size x processes)"
                 )
-
-    def _log_model_size(self) -> None:
-        """Parameters and per-image forward cost of the shared part and of each expert, once per fit."""
-        shape = self._input_shape()
-        if shape is None or not self.trainer.is_global_zero:
-            return
-        size = model_size(self.net, shape)
-        momentum = count_params(self.momentum_encoder) if self.use_contrastive else 0
-        log.info("Model: %s; momentum encoder %.2f M parameters (EMA, not trained)", size.summary(), momentum / 1e6)
-
-    def _input_shape(self) -> tuple[int, ...] | None:
-        """(C, H, W) of one evaluation image of the datamodule (eval transforms draw no random numbers)."""
-        dm = getattr(self.trainer, "datamodule", None)
-        for name in ("val_set", "test_set"):
-            dataset = getattr(dm, name, None)
-            if dataset is not None and len(dataset) > 0:
-                return tuple(dataset[0][0].shape)
-        return None
 
     def on_train_start(self) -> None:
         for m in self.val_metrics.values():  # the sanity check must not leak into epoch-0 numbers
@@ -396,66 +380,20 @@ class ECLModule(L.LightningModule):
         count = results.get(f"{stage}/count")
         if count is not None:  # samples evaluated by all processes together (the metric states are summed)
             results[f"{stage}/num_samples"] = count
-            self._check_num_samples(stage, int(count))
+            check_num_samples(self.trainer, stage, int(count))
         # Values are already reduced across processes by the metrics themselves.
         self.log_dict(results, sync_dist=False)
         return results
 
-    def _check_num_samples(self, stage: str, num_samples: int) -> None:
-        """Raise if an evaluation of a whole split saw another number of samples than the split holds.
-
-        A padded distributed sampler counts some samples twice, a missing one every sample once per process: the
-        metrics would be silently off. Skipped where fewer batches are run on purpose (sanity check, fast_dev_run,
-        an integer or fractional limit_{val,test}_batches).
-        """
-        trainer = self.trainer
-        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
-        if trainer.sanity_checking or trainer.fast_dev_run or not (isinstance(limit, float) and limit == 1.0):
-            return
-        loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
-        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
-        datasets = [getattr(loader, "dataset", None) for loader in loaders]
-        if not datasets or not all(hasattr(d, "__len__") for d in datasets):
-            return  # an iterable dataset: nothing to compare with
-        expected = sum(len(d) for d in datasets)
-        if num_samples != expected:
-            raise RuntimeError(
-                f"{stage}: {num_samples} samples were evaluated over {trainer.world_size} process(es), but the "
-                f"{stage} split holds {expected}. Each sample must be evaluated exactly once: under DDP the "
-                f"{stage} loader needs an unpadded distributed sampler (ecl_lightning.data.loaders.make_loader)."
-            )
-
     # --------------------------------------------------------------------------------------------------- resume
     # Lightning checkpoints weights (queues and momentum encoder are buffers/modules), optimiser, scheduler and loop
-    # state; the loss ramps derive from global_step. It leaves out the RNG states, which decide the next epoch's
-    # shuffling, augmentations and loader worker seeds: saved here, one entry per process.
+    # state; the loss ramps derive from global_step. The RNG states (next epoch's shuffling, augmentations, loader
+    # worker seeds) are added here, one entry per process (ecl_lightning.rng_state).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        states = [_rng_states()]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            states = [None] * dist.get_world_size()
-            dist.all_gather_object(states, _rng_states())  # every rank builds the checkpoint; rank 0 writes it
-        checkpoint["rng_states"] = states
+        checkpoint["rng_states"] = gather_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """When fit resumes, put back the RNG states of the (epoch-end) checkpoint.
-
-        Done here, at once: the next draw must be the train loader's, and Lightning makes that iterator (drawing its
-        loader seed) soon after, in configure_optimizers (estimated_stepping_batches); the sanity check runs with the
-        RNG isolated. Exact with num_workers=0 or non-persistent workers; persistent workers keep RNG streams that
-        no checkpoint holds.
-        """
-        trainer = self._trainer
-        states = checkpoint.get("rng_states")
-        if trainer is None or trainer.state.fn != TrainerFn.FITTING or not states:
-            return  # load_from_checkpoint or a test: no training to continue
-        if len(states) != trainer.world_size:
-            log.warning(
-                "The checkpoint holds RNG states of %d process(es), this run has %d: the data order and "
-                "augmentations after the resume differ from those of an uninterrupted run.",
-                len(states), trainer.world_size,
-            )  # fmt: skip
-            return
-        _set_rng_states(states[trainer.global_rank])
+        restore_rng_states(self._trainer, checkpoint.get("rng_states"))
 
     # ------------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
@@ -510,24 +448,3 @@ class ECLModule(L.LightningModule):
         if self._distributed:
             return self.all_gather(t).flatten(0, 1)
         return t
-
-
-def _rng_states() -> dict:
-    """This process's Python, NumPy, torch CPU and CUDA RNG states, in types that `weights_only` loading accepts."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def _set_rng_states(states: dict) -> None:
-    """Restore what `_rng_states` returned."""
-    random.setstate(states["python"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])

@@ -4,6 +4,9 @@ Each op mirrors one torchvision v2 transform of the CPU path and draws its per-s
 batch's device (torch.rand / torch.randint, so the global seed applies) from the same distribution; no Python loop
 runs over samples. Geometric ops and AutoAugment work on uint8 like the CPU path; the SimCLR colour ops work on
 float in [0, 1] (the CPU path rounds to uint8 after each op; here nothing is rounded).
+
+Over 300 lines on purpose: one small function per torchvision op it mirrors, beside the pipelines that compose them.
+Whether a maintained library (Kornia's augmentation module) can replace it is an open question (docs/performance.md).
 """
 
 from __future__ import annotations

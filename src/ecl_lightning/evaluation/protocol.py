@@ -2,6 +2,8 @@
 
 Runs the network once over the test split (and its two augmented views for `selfsup`, and the val split for the
 temperatures), then computes every test profile x aggregation x prior correction from the stored logits on the CPU.
+Over 300 lines: the whole driver of one protocol (collect, compute, write tables and plots, log), in reading order;
+the formulas are in shifted.py, prior.py, aggregate.py and calibration.py.
 """
 
 from __future__ import annotations

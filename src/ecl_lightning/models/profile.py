@@ -7,6 +7,7 @@ as "FLOPs" (ResNet-50 at 224 px: "4.1 GFLOPs" = 4.1 G multiply-adds), so the sum
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .experts import MultiExpertNet
+
+log = logging.getLogger("ecl_lightning")
 
 
 def count_params(*modules: nn.Module | None) -> int:
@@ -98,3 +101,23 @@ def model_size(net: MultiExpertNet, input_shape: Sequence[int]) -> ModelSize:
         flops_expert=flops_expert,
         input_shape=tuple(int(s) for s in input_shape),
     )
+
+
+def log_model_size(module, datamodule) -> None:
+    """Log parameters and per-image forward cost of the shared part and of each expert of an ECLModule, and the
+    momentum encoder's size; the input shape is one evaluation image of `datamodule` (no random numbers drawn)."""
+    shape = _eval_input_shape(datamodule)
+    if shape is None:
+        return
+    size = model_size(module.net, shape)
+    encoder = getattr(module, "momentum_encoder", None)
+    momentum = count_params(encoder) if encoder is not None else 0
+    log.info("Model: %s; momentum encoder %.2f M parameters (EMA, not trained)", size.summary(), momentum / 1e6)
+
+
+def _eval_input_shape(datamodule) -> tuple[int, ...] | None:
+    for name in ("val_set", "test_set"):
+        dataset = getattr(datamodule, name, None)
+        if dataset is not None and len(dataset) > 0:
+            return tuple(dataset[0][0].shape)
+    return None
