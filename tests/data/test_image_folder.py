@@ -167,3 +167,31 @@ def test_bad_folder_stops_the_run_in_build(tmp_path):
     with pytest.raises(DatasetFormatError, match=str(path)):
         build(compose_cfg(overrides(root), tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_fmnist_written_as_a_folder_is_the_same_data(fmnist_dir, tmp_path):
+    """scripts/fmnist_to_image_folder.py: same train / val / test images as data=fmnist_lt, same eval tensors."""
+    import importlib.util
+    from pathlib import Path
+
+    from ecl_lightning.data import FashionMNISTLTDataModule
+
+    script = Path(__file__).parents[2] / "scripts" / "fmnist_to_image_folder.py"
+    spec = importlib.util.spec_from_file_location("fmnist_to_image_folder", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "folder"
+    module.main(
+        [str(out), "--data-dir", str(fmnist_dir), "--n-max", "40", "--imbalance-factor", "10", "--val-per-class", "5"]
+    )
+    fmnist = FashionMNISTLTDataModule(str(fmnist_dir), n_max=40, imbalance_factor=10, val_per_class=5, num_workers=0)
+    fmnist.setup()
+    folder = ImageFolderDataModule(
+        str(out), channels=1, image_size=28, mean=[0.2860], std=[0.3530], augment=False, num_workers=0
+    )
+    by_name = dict(zip(folder.class_names, folder.class_counts, strict=True))
+    assert [by_name[name] for name in module.CLASS_NAMES] == fmnist.class_counts
+    assert len(folder.val_set) == len(fmnist.val_set) and len(folder.test_set) == len(fmnist.test_set)
+    for i in (0, 7):
+        file = folder.test_set.file(i)
+        assert torch.equal(folder.test_set[i][0], fmnist.test_set[int(Path(file).stem)][0])
