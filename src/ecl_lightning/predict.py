@@ -73,7 +73,9 @@ def predict(cfg: DictConfig) -> dict:
     """Write the predictions CSV; return a summary (images, unreadable, seconds, images_per_s, output)."""
     loaded = load_for_inference(cfg)
     device = resolve_device(cfg.device)
-    model, names = loaded.model.to(device), loaded.class_names
+    # The weights in the layout the module trained in (its setup() does this under a Trainer): channels_last is 2x
+    # faster here on CPU than converting every batch for contiguous weights.
+    model, names = loaded.model.to(device, memory_format=loaded.model.memory_format), loaded.class_names
     files = list_inputs(str(cfg.input))
     top_k = min(int(cfg.top_k), len(names))
     loader = DataLoader(
