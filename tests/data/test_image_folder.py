@@ -122,6 +122,15 @@ def test_bad_folder_is_one_error_naming_the_path(make, tmp_path):
     assert line.startswith(f"{path}: "), line
 
 
+def test_a_corrupt_image_found_while_loading_names_the_file(tmp_path):
+    path, _ = _corrupt_image(tmp_path / "f")
+    dm = datamodule(tmp_path / "f", val_per_class=1)  # without verify_images: found when the item is read
+    dm.setup()
+    dataset = next(d for d in (dm.train_set, dm.val_set) if str(path.relative_to(tmp_path / "f")) in d.files)
+    with pytest.raises(DatasetFormatError, match=rf"cannot decode image {path}: .*data.verify_images=true"):
+        dataset[dataset.files.index(str(path.relative_to(tmp_path / "f")))]
+
+
 def test_missing_folder_names_the_config_key(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"nowhere \(data.data_dir\) is not a directory"):
         datamodule(tmp_path / "nowhere").check()

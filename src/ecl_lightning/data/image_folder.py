@@ -97,6 +97,15 @@ def unreadable_images(root: Path, files: list[str], channels: int, workers: int 
         return [r for r in pool.map(check, files) if r is not None]
 
 
+def _load_checked(path: Path, channels: int) -> Image.Image:
+    try:
+        return load_image(path, channels)
+    except DatasetFormatError as err:
+        raise DatasetFormatError(
+            f"{err}. Replace or remove the file; data.verify_images=true checks every image before training"
+        ) from err.__cause__
+
+
 class FolderImageDataset(ImageFileDataset):
     """(x, y) from image files under `root`, decoded as grey (channels 1) or RGB."""
 
@@ -105,7 +114,7 @@ class FolderImageDataset(ImageFileDataset):
         self.channels = channels
 
     def load(self, i: int) -> Image.Image:
-        return load_image(self.root / self.file(i), self.channels)
+        return _load_checked(self.root / self.file(i), self.channels)
 
 
 class TwoViewFolderImageDataset(TwoViewImageFileDataset):
@@ -116,7 +125,7 @@ class TwoViewFolderImageDataset(TwoViewImageFileDataset):
         self.channels = channels
 
     def load(self, i: int) -> Image.Image:
-        return load_image(self.root / self.file(i), self.channels)
+        return _load_checked(self.root / self.file(i), self.channels)
 
 
 def small_transforms(spec: InputSpec, crop_padding: int, augment: bool = True) -> tuple[nn.Module, ...]:
