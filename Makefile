@@ -53,12 +53,12 @@ bench: setup data  ## speed benchmarks (never part of make test): training step 
 	$(PY) bench/bench_data.py
 
 lint: setup  ## ruff lint and format check
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 
 format: setup  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests bench
-	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench scripts
+	$(VENV)/bin/ruff format src tests bench scripts
 
 clean:  ## remove caches and build outputs (keeps .venv, data and logs)
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

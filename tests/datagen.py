@@ -220,3 +220,28 @@ def _write_inat_json(path: Path, items: list[tuple[str, int]], num_classes: int,
     annotations = [{"id": i, "image_id": id_start + i, "category_id": label} for i, (_, label) in enumerate(items)]
     categories = [{"id": c, "name": f"species {c}", "supercategory": "Plantae"} for c in range(num_classes)]
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
+# A user's own data: class folders of mixed formats and sizes, some images in nested folders.
+IMAGE_FOLDER_CLASSES = ("cat", "dog", "fox", "owl")
+IMAGE_FOLDER_FORMATS = ("PNG", "JPEG", "BMP")
+
+
+def write_image_folder(root: Path, counts: Sequence[int], names: Sequence[str] = IMAGE_FOLDER_CLASSES, seed: int = 0):
+    """root/<name>/<k>.<png|jpg|bmp> with counts[c] images of class c, sizes 20-40 px (some grey), every third
+    image in a nested folder root/<name>/more/; returns root."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, (name, n) in enumerate(zip(names, counts, strict=False)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            fmt = IMAGE_FOLDER_FORMATS[k % len(IMAGE_FOLDER_FORMATS)]
+            ext = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp"}[fmt]
+            path = root / name / ("more" if k % 3 == 2 else "") / f"{k:03d}.{ext}"
+            size = int(rng.integers(20, 41))
+            write_jpeg(path, c, rng, size=size)  # then re-saved in its own format (and mode)
+            img = Image.open(path)
+            img = img.convert("L") if k % 4 == 3 else img
+            img.save(path, format=fmt)
+    return root

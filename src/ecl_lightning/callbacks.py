@@ -112,7 +112,8 @@ class WandbTestReport(L.Callback):
         counts = list(counts or [0] * pl_module.num_classes)
         heads = list(pl_module.test_per_class)
         order = sorted(range(len(counts)), key=lambda c: -counts[c])
-        rows = [[c, counts[c], *[pl_module.test_per_class[h][c] for h in heads]] for c in order]
+        names = pl_module.hparams.get("class_names") or [str(c) for c in range(len(counts))]
+        rows = [[names[c], counts[c], *[pl_module.test_per_class[h][c] for h in heads]] for c in order]
         table = wandb.Table(columns=["class", "train_count", *[f"acc_{h}" for h in heads]], data=rows)
         log = {
             "test/per_class": table,
@@ -122,7 +123,9 @@ class WandbTestReport(L.Callback):
         }
         if confusion is not None and int(confusion.sum()) > 0:
             y_true, preds = confusion_pairs(confusion.cpu())
-            log["test/confusion_matrix"] = wandb.plot.confusion_matrix(y_true=y_true, preds=preds)
+            log["test/confusion_matrix"] = wandb.plot.confusion_matrix(
+                y_true=y_true, preds=preds, class_names=pl_module.hparams.get("class_names")
+            )
         logger.experiment.log(log)
 
 

@@ -57,7 +57,8 @@ class ECLModule(L.LightningModule):
     """Trains K experts with label, (re-weighted) distillation, feature and contrastive losses; evaluates per split.
 
     All arguments are plain values/dicts (what Hydra hands over with `_convert_: all`), so checkpoints load with
-    `weights_only=True`. `class_counts` (training images per class) fixes the prior and the shot splits.
+    `weights_only=True`. `class_counts` (training images per class) fixes the prior and the shot splits;
+    `class_names` (optional) are kept in the checkpoint for prediction, export and reports.
     """
 
     def __init__(
@@ -72,8 +73,13 @@ class ECLModule(L.LightningModule):
         eval: dict | None = None,  # noqa: A002 - the config group's name
         channels_last: bool = False,
         compile: bool = False,  # noqa: A002 - the config key
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+            if len(class_names) != num_classes:
+                raise ConfigError(f"class_names has {len(class_names)} entries, expected num_classes={num_classes}")
         if class_counts is not None:
             class_counts = [int(c) for c in class_counts]
             if len(class_counts) != num_classes:

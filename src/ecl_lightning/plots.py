@@ -35,9 +35,11 @@ def plot_per_class_accuracy(per_class: dict, path: Path) -> Path:
         acc = [100 * per_class[head][c] if per_class[head][c] == per_class[head][c] else None for c in order]
         style = {"linewidth": 2.0, "color": "C3"} if head == "ensemble" else {"linewidth": 0.8, "alpha": 0.7}
         ax.plot(x, acc, marker="o" if len(order) <= 50 else None, markersize=3, label=head, **style)
+    names = per_class.get("class_names")
     if len(order) <= 30:
-        ax.set_xticks(x, [str(c) for c in order])
-    ax.set_xlabel("class (id), sorted by training count: head -> tail")
+        labels = [names[c] for c in order] if names else [str(c) for c in order]
+        ax.set_xticks(x, labels, rotation=45 if names else 0, ha="right" if names else "center", fontsize=8)
+    ax.set_xlabel(f"class{'' if names else ' (id)'}, sorted by training count: head -> tail")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_xlim(-0.5, len(order) - 0.5)

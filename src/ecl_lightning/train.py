@@ -70,11 +70,13 @@ def build(cfg: DictConfig):
         sum(class_counts), len(class_counts), max(class_counts), min(class_counts),
     )  # fmt: skip
 
+    names = getattr(datamodule, "class_names", None)  # stored in the checkpoint: predict and export show them
     model = instantiate(
         cfg.model,
         num_classes=datamodule.num_classes,
         in_chans=datamodule.in_chans,
         class_counts=class_counts,
+        **({"class_names": list(names)} if names is not None else {}),
     )
     if ckpt is not None:
         check_model_fits(ckpt, resume, model, dict(model.hparams))

@@ -155,10 +155,18 @@ def results_table(metrics: dict[str, float], stage: str = "test") -> str:
 
 
 def write_test_outputs(output_dir: Path, metrics: dict[str, float], model, class_counts, tested: str) -> None:
-    """metrics.json (flat), per_class.json (per-class accuracy of each head) and the results table in the log."""
+    """metrics.json (flat), per_class.json (per-class accuracy of each head, class names where the checkpoint has
+    them) and the results table in the log."""
     write_json(output_dir / "metrics.json", metrics)
+    names = model.hparams.get("class_names")
     write_json(
-        output_dir / "per_class.json", {"class_counts": list(class_counts), "tested": tested, **model.test_per_class}
+        output_dir / "per_class.json",
+        {
+            "class_counts": list(class_counts),
+            **({"class_names": list(names)} if names else {}),
+            "tested": tested,
+            **model.test_per_class,
+        },
     )
     write_json(output_dir / "reliability.json", model.test_reliability)
     try:

@@ -4,6 +4,7 @@ from ecl_lightning.data.base import ImageArrayDataset, LongTailDataModule, TwoVi
 from ecl_lightning.data.cifar import CIFARLTDataModule, read_cifar_batch
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.fmnist import FashionMNISTLTDataModule, read_idx
+from ecl_lightning.data.image_folder import ImageFolderDataModule, scan_class_folders
 from ecl_lightning.data.imagefolder_lt import (
     ImageFileDataset,
     ImageNetLTDataModule,
@@ -14,6 +15,7 @@ from ecl_lightning.data.imagefolder_lt import (
     imagefolder_transforms,
 )
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
+from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image
 from ecl_lightning.data.splitfile import parse_split_json, parse_split_txt
 from ecl_lightning.data.transforms import Cutout, cifar_transforms, fmnist_transforms
 
@@ -24,6 +26,8 @@ __all__ = [
     "DatasetNotFoundError",
     "FashionMNISTLTDataModule",
     "INaturalist2018DataModule",
+    "ImageFolderDataModule",
+    "InputSpec",
     "ImageArrayDataset",
     "ImageFileDataset",
     "ImageNetLTDataModule",
@@ -34,12 +38,15 @@ __all__ = [
     "TwoViewImageFileDataset",
     "balanced_holdout_indices",
     "cifar_transforms",
+    "eval_transform",
     "fmnist_transforms",
     "imagefolder_transforms",
+    "load_image",
     "longtail_counts",
     "parse_split_json",
     "parse_split_txt",
     "read_cifar_batch",
     "read_idx",
+    "scan_class_folders",
     "select_longtail_indices",
 ]

@@ -11,7 +11,8 @@ from torch import nn
 from ecl_lightning.data.base import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.gpu_aug import cifar_gpu_transforms
-from ecl_lightning.data.transforms import cifar_transforms
+from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, cifar_transforms
 
 # folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
 LAYOUTS = {
@@ -132,6 +133,10 @@ class CIFARLTDataModule(LongTailDataModule):
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
         return (*read(train_names), *read(test_names))
+
+    def input_spec(self) -> InputSpec:
+        """32x32 RGB, normalised with the CIFAR statistics (what predict and export feed the model)."""
+        return InputSpec(3, 32, 32, CIFAR_MEAN, CIFAR_STD)
 
     def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return cifar_transforms(augment)

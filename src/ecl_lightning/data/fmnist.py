@@ -11,7 +11,8 @@ from torch import nn
 from ecl_lightning.data.base import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.gpu_aug import fmnist_gpu_transforms
-from ecl_lightning.data.transforms import fmnist_transforms
+from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.transforms import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
 
 # Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
@@ -138,6 +139,10 @@ class FashionMNISTLTDataModule(LongTailDataModule):
         train_x, train_y = _read_split(files["train_images"], files["train_labels"])
         test_x, test_y = _read_split(files["test_images"], files["test_labels"])
         return train_x, train_y, test_x, test_y
+
+    def input_spec(self) -> InputSpec:
+        """28x28 grey, normalised with the Fashion-MNIST statistics (what predict and export feed the model)."""
+        return InputSpec(1, 28, 28, FMNIST_MEAN, FMNIST_STD)
 
     def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return fmnist_transforms(augment)

@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.loaders import DataLoadersMixin
+from ecl_lightning.data.preprocess import InputSpec
 from ecl_lightning.data.splitfile import (
     SplitEntries,
     describe_problems,
@@ -177,6 +178,10 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
                 "the eval centre crop would pad the image"
             )
         self._ready = False
+
+    def input_spec(self) -> InputSpec:
+        """RGB, shorter side resized to resize_size, centre crop image_size, normalised (the eval transform)."""
+        return InputSpec(3, self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
 
     # ---- files ------------------------------------------------------------------------------------------
     def split_files(self) -> tuple[str, dict[str, Path]]:
