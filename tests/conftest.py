@@ -64,3 +64,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_dirs(fmnist_dir, cifar10_dir, cifar100_dir) -> dict[str, Path]:
+    return {"fmnist": fmnist_dir, "cifar10_lt": cifar10_dir, "cifar100_lt": cifar100_dir}
+
+
+@pytest.fixture(scope="module")
+def trained_run(fmnist_dir, tmp_path_factory):
+    """One tiny 2-epoch training run shared by a test module: (run dir, best checkpoint, metrics)."""
+    from ecl_lightning.train import train
+    from helpers import compose_cfg, tiny_overrides
+
+    run_dir = tmp_path_factory.mktemp("run")
+    overrides = ["trainer.max_epochs=2", "trainer.limit_test_batches=1"]
+    cfg = compose_cfg(overrides + tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}), run_dir)
+    metrics = train(cfg)
+    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
+    return run_dir, best, metrics

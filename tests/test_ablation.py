@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from test_cli import TINY, run_cli
+from helpers import TINY, run_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPECTED = {

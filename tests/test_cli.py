@@ -12,36 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import CIFAR_TINY, TINY, run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = [
-    "debug=fdr",
-    "data.n_max=40",
-    "data.imbalance_factor=10",
-    "data.val_per_class=5",
-    "data.batch_size=8",
-    "data.eval_batch_size=32",
-    "model.loss.queue_size=32",
-    "trainer.enable_progress_bar=false",
-]
-
-# The same for the CIFAR-LT recipes (no val split, so no data.val_per_class).
-CIFAR_TINY = [o for o in TINY if not o.startswith(("data.n_max", "data.val_per_class"))] + ["data.n_max=20"]
 
 # One intra-op thread, as the in-process tests use (conftest.one_torch_thread): on the shared 2-core machine a
 # subprocess with 2 threads is several times slower.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, python: str = sys.executable):
-    return subprocess.run(
-        [python, "-m", "ecl_lightning", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_single_run_from_another_directory(fmnist_dir, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides
 
 CONF = Path(__file__).parents[1] / "conf"
 TEMPLATE_GROUPS = {"data", "model", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search",

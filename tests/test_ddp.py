@@ -20,7 +20,7 @@ from ecl_lightning.data import FashionMNISTLTDataModule, ImageNetLTDataModule
 from ecl_lightning.data.loaders import UnpaddedDistributedSampler
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build, train
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides
 
 N_TEST, N_VAL = 101, 50  # an odd test set: 2 processes evaluate 51 and 50 images
 # Eval batch 10: 6 test batches on rank 0, 5 on rank 1 (uneven batch counts must not hang); 11 on one process.

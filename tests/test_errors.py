@@ -16,8 +16,7 @@ from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build
 from ecl_lightning.utils import save_resolved_config
-from test_cli import run_cli
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, run_cli, tiny_overrides
 
 
 def build_error(overrides: list[str], tmp_path, data_dirs: dict | None = None) -> str:

@@ -12,18 +12,7 @@ from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.module import ECLModule
-from ecl_lightning.train import train
-from test_train import compose_cfg, tiny_overrides
-
-
-@pytest.fixture(scope="module")
-def trained_run(fmnist_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    overrides = ["trainer.max_epochs=2", "trainer.limit_test_batches=1"]
-    cfg = compose_cfg(overrides + tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}), run_dir)
-    metrics = train(cfg)
-    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
-    return run_dir, best, metrics
+from helpers import compose_cfg, tiny_overrides
 
 
 def eval_cfg(tmp_path, ckpt, *overrides):

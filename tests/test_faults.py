@@ -19,8 +19,7 @@ from lightning.pytorch.callbacks import Callback
 
 import ecl_lightning.train as train_module
 from ecl_lightning.train import train
-from test_resume import assert_same_run, last_state, resume_overrides
-from test_train import compose_cfg
+from helpers import assert_same_run, compose_cfg, last_state, resume_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "restore_signals")
 

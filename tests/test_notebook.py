@@ -8,7 +8,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from ecl_lightning.train import train
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ecl_lightning.train import build
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,7 +16,7 @@ from ecl_lightning.inference import NormalisedModel, load_for_inference, resolve
 from ecl_lightning.module import ECLModule
 from ecl_lightning.predict import predict
 from ecl_lightning.train import train
-from test_train import compose_cfg
+from helpers import compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = ["cat", "dog", "fox", "owl"]

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from ecl_lightning.train import train
-from test_train import compose_cfg
+from helpers import compose_cfg
 
 RECIPES = ["imagenet_lt", "places_lt", "inat2018"]
 

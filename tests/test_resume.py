@@ -21,23 +21,9 @@ import ecl_lightning.train as train_module
 from ecl_lightning.config import ConfigError
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
-from test_train import compose_cfg, tiny_overrides
+from helpers import assert_same_run, compose_cfg, last_state, resume_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def resume_overrides(fmnist_dir: Path, max_epochs: int) -> list[str]:
-    # The lr steps down at the epoch boundary (scheduler state), the loss ramps span both epochs (global step),
-    # and the last weights are tested (no best-by-val pick that could hide a difference in epoch 2).
-    return tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}) + [
-        f"trainer.max_epochs={max_epochs}",
-        "trainer.deterministic=true",
-        "model.schedule.name=multistep",
-        "model.schedule.warmup_epochs=0",
-        "model.schedule.milestones=[1]",
-        "model.loss.warmup_epochs=2",
-        "callbacks.model_checkpoint.monitor=null",
-    ]
 
 
 @pytest.fixture
@@ -52,28 +38,6 @@ def step_counter(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(ECLModule, "training_step", counted)
     return calls
-
-
-def last_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-
-
-def assert_same_run(metrics: dict, ckpt: dict, reference: tuple[dict, dict]) -> None:
-    ref_metrics, ref_ckpt = reference
-    test_keys = {k for k in ref_metrics if k.startswith("test/")}
-    assert test_keys and test_keys == {k for k in metrics if k.startswith("test/")}
-    assert {k: metrics[k] for k in test_keys} == pytest.approx({k: ref_metrics[k] for k in test_keys}, abs=1e-6)
-    assert (ckpt["epoch"], ckpt["global_step"]) == (ref_ckpt["epoch"], ref_ckpt["global_step"])
-    state, ref_state = ckpt["state_dict"], ref_ckpt["state_dict"]
-    assert state.keys() == ref_state.keys()
-    for key in ("queue.keys", "queue.labels", "queue.ptr"):
-        assert torch.equal(state[key], ref_state[key]), key
-    different = [k for k in ref_state if not torch.equal(state[k], ref_state[k])]
-    assert not different, different[:5]
-    momentum = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
-    ref_momentum = [s["momentum_buffer"] for s in ref_ckpt["optimizer_states"][0]["state"].values()]
-    assert all(torch.equal(a, b) for a, b in zip(momentum, ref_momentum, strict=True))
-    assert ckpt["lr_schedulers"] == ref_ckpt["lr_schedulers"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from test_cli import CIFAR_TINY, TINY, run_cli
+from helpers import CIFAR_TINY, TINY, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'ecl_lightning[optuna]'")
 

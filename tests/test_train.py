@@ -4,60 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data import DatasetNotFoundError
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import build, train
+from helpers import compose_cfg, tiny_overrides
 
 EXPERIMENTS = ["fmnist_lt", "cifar10_lt", "cifar100_lt"]
 MODELS = ["ecl", "ecl_ncl", "ncl", "balanced_softmax", "ce"]
-
-
-def tiny_overrides(experiment: str, data_dirs: dict[str, Path]) -> list[str]:
-    """Shrink an experiment to the tiny generated datasets: small n_max, batch 8, no workers."""
-    common = [
-        "data.batch_size=8",
-        "data.eval_batch_size=32",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
-        "model.loss.queue_size=32",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.enable_progress_bar=false",
-    ]
-    if experiment == "fmnist_lt":
-        return common + [
-            f"data.data_dir={data_dirs['fmnist']}",
-            "data.n_max=40",
-            "data.imbalance_factor=10",
-            "data.val_per_class=5",
-        ]
-    return common + [f"data.data_dir={data_dirs[experiment]}", "data.n_max=20", "data.imbalance_factor=10"]
-
-
-def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
-    """Compose like `python -m ecl_lightning` does, with the run directory set to `output_dir`."""
-    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a real run: the task function does not see the hydra node
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir / "logs")
-    return cfg
-
-
-@pytest.fixture
-def data_dirs(fmnist_dir, cifar10_dir, cifar100_dir) -> dict[str, Path]:
-    return {"fmnist": fmnist_dir, "cifar10_lt": cifar10_dir, "cifar100_lt": cifar100_dir}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -20,7 +20,7 @@ from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModu
 from ecl_lightning.data import gpu_aug as G
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.train import train
-from test_train import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides
 
 Z = 4.0
 

@@ -9,7 +9,7 @@ import torch
 from datagen import write_image_folder
 from ecl_lightning.data import DatasetFormatError, DatasetNotFoundError, ImageFolderDataModule
 from ecl_lightning.train import build, train
-from test_train import compose_cfg
+from helpers import compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,7 +6,7 @@ import pytest
 
 from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.train import build, train
-from test_train import compose_cfg
+from helpers import compose_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

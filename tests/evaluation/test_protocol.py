@@ -10,8 +10,7 @@ import pytest
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.evaluation import protocol
-from test_evaluate import trained_run  # noqa: F401 - the module-scoped fixture: one tiny training run
-from test_train import compose_cfg
+from helpers import compose_cfg
 
 FAST = ["trainer.enable_progress_bar=false", "shifted.ratios=[5,2]", "selfsup.batch_size=16"]
 

@@ -19,7 +19,7 @@ from ecl_lightning.models import BACKBONES, MomentumEncoder, MultiExpertNet, Tru
 from ecl_lightning.models.fused import unfusable_reason, use_fused
 from ecl_lightning.module import ECLModule
 from ecl_lightning.train import train
-from test_train import compose_cfg, data_dirs, tiny_overrides  # noqa: F401 - data_dirs is a fixture
+from helpers import compose_cfg, tiny_overrides
 
 CASES = [("resnet_small", 1, 16), ("resnet32", 3, 16)]  # small images: float64 convolutions are slow on CPU
 F64 = {"rtol": 1e-9, "atol": 1e-12}

@@ -1,0 +1,112 @@
+"""Helpers shared by the test modules: compose a config as the CLI does, shrink it to the tiny generated data, run the
+CLI in a subprocess, and compare a resumed run with an uninterrupted one. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+
+def tiny_overrides(experiment: str, data_dirs: dict[str, Path]) -> list[str]:
+    """Shrink an experiment to the tiny generated datasets: small n_max, batch 8, no workers."""
+    common = [
+        "data.batch_size=8",
+        "data.eval_batch_size=32",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "model.loss.queue_size=32",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    if experiment == "fmnist_lt":
+        return common + [
+            f"data.data_dir={data_dirs['fmnist']}",
+            "data.n_max=40",
+            "data.imbalance_factor=10",
+            "data.val_per_class=5",
+        ]
+    return common + [f"data.data_dir={data_dirs[experiment]}", "data.n_max=20", "data.imbalance_factor=10"]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose like `python -m ecl_lightning` does, with the run directory set to `output_dir`."""
+    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task function does not see the hydra node
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    return cfg
+
+
+def resume_overrides(fmnist_dir: Path, max_epochs: int) -> list[str]:
+    # The lr steps down at the epoch boundary (scheduler state), the loss ramps span both epochs (global step),
+    # and the last weights are tested (no best-by-val pick that could hide a difference in epoch 2).
+    return tiny_overrides("fmnist_lt", {"fmnist": fmnist_dir}) + [
+        f"trainer.max_epochs={max_epochs}",
+        "trainer.deterministic=true",
+        "model.schedule.name=multistep",
+        "model.schedule.warmup_epochs=0",
+        "model.schedule.milestones=[1]",
+        "model.loss.warmup_epochs=2",
+        "callbacks.model_checkpoint.monitor=null",
+    ]
+
+
+def last_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_run(metrics: dict, ckpt: dict, reference: tuple[dict, dict]) -> None:
+    ref_metrics, ref_ckpt = reference
+    test_keys = {k for k in ref_metrics if k.startswith("test/")}
+    assert test_keys and test_keys == {k for k in metrics if k.startswith("test/")}
+    assert {k: metrics[k] for k in test_keys} == pytest.approx({k: ref_metrics[k] for k in test_keys}, abs=1e-6)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (ref_ckpt["epoch"], ref_ckpt["global_step"])
+    state, ref_state = ckpt["state_dict"], ref_ckpt["state_dict"]
+    assert state.keys() == ref_state.keys()
+    for key in ("queue.keys", "queue.labels", "queue.ptr"):
+        assert torch.equal(state[key], ref_state[key]), key
+    different = [k for k in ref_state if not torch.equal(state[k], ref_state[k])]
+    assert not different, different[:5]
+    momentum = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    ref_momentum = [s["momentum_buffer"] for s in ref_ckpt["optimizer_states"][0]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, ref_momentum, strict=True))
+    assert ckpt["lr_schedulers"] == ref_ckpt["lr_schedulers"]
+
+
+TINY = [
+    "debug=fdr",
+    "data.n_max=40",
+    "data.imbalance_factor=10",
+    "data.val_per_class=5",
+    "data.batch_size=8",
+    "data.eval_batch_size=32",
+    "model.loss.queue_size=32",
+    "trainer.enable_progress_bar=false",
+]
+
+
+# The same for the CIFAR-LT recipes (no val split, so no data.val_per_class).
+CIFAR_TINY = [o for o in TINY if not o.startswith(("data.n_max", "data.val_per_class"))] + ["data.n_max=20"]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, python: str = sys.executable):
+    return subprocess.run(
+        [python, "-m", "ecl_lightning", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
