@@ -65,6 +65,15 @@ def send(sig: signal.Signals) -> Callable[[], None]:
     return lambda: os.kill(os.getpid(), sig)
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test: Lightning sets SIGINT to "ignore" once it handled a KeyboardInterrupt,
+    and an earlier test in the same pytest process can leave it so; a Ctrl-C must then reach this run."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def kill_loader_workers() -> None:
     """SIGKILL the DataLoader worker processes (this epoch's training one, and a validation one not yet reaped), as
     the kernel's OOM killer would."""
@@ -135,7 +144,7 @@ def stop_then_resume(monkeypatch, fmnist_dir: Path, tmp_path: Path, fault: Fault
     ids=["sigterm-mid-epoch", "sigterm-mid-validation", "sigint-mid-epoch", "sigint-mid-validation"],
 )
 def test_signal_stops_with_its_exit_code_and_the_resumed_run_equals_one_go(
-    sig, stage, same_dir, one_go, fmnist_dir, tmp_path, monkeypatch, caplog
+    sig, stage, same_dir, one_go, fmnist_dir, tmp_path, monkeypatch, caplog, default_sigint
 ):
     # SIGTERM: Lightning alone exits 0; SIGINT: 1, with its own text only. Both now say where to resume from.
     fault = Fault(stage, send(sig), batch=1 if stage == "train" else 0)  # 2 val batches: stop after the first
