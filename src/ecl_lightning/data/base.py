@@ -158,12 +158,6 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
             return (*self.gpu_views(images), targets)
         return batch
 
-    @property
-    def class_counts(self) -> list[int]:
-        """Training images per class of the long-tail train set (loads the data lazily)."""
-        self.setup()
-        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
-
     def subset_info(self) -> dict:
         """JSON-serialisable record of the subset (saved with the run so it can be reproduced)."""
         self.setup()

@@ -377,12 +377,6 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
         self.test_set = FolderImageDataset(self.root, *self.splits["test"], evaluate, channels=chans)
         self._ready = True
 
-    @property
-    def class_counts(self) -> list[int]:
-        """Training images per class (after the val split and the long-tail cut)."""
-        self.setup()
-        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
-
     def subset_info(self) -> dict:
         """JSON record of the data used: class names and counts, and every split's files (relative to the root)."""
         self.setup()

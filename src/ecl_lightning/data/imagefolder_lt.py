@@ -260,12 +260,6 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self.test_set = ImageFileDataset(self.image_root, splits["test"].files, splits["test"].labels, evaluate)
         self._ready = True
 
-    @property
-    def class_counts(self) -> list[int]:
-        """Training images per class, from the train split file (parses and checks the splits lazily)."""
-        self.setup()
-        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
-
     def subset_info(self) -> dict:
         """JSON-serialisable record of the data used: split files, image root, counts per split and class."""
         self.setup()

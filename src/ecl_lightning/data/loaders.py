@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING
 
+import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 if TYPE_CHECKING:
@@ -68,7 +69,13 @@ def make_loader(
 class DataLoadersMixin:
     """train/val/test_dataloader for a LightningDataModule that, after `setup()`, holds `train_set`, `val_set`
     (None when the dataset has no val split) and `test_set`, and the attributes `batch_size`, `eval_batch_size`,
-    `num_workers`, `pin_memory`, `persistent_workers`."""
+    `num_workers`, `pin_memory`, `persistent_workers`; and the training class counts every DataModule reports."""
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class of the (long-tailed) train set, after any val split (sets up lazily)."""
+        self.setup()
+        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         return make_loader(
