@@ -110,3 +110,21 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, python: str = s
         text=True,
         timeout=300,
     )
+
+
+def image_folder_overrides(root: Path) -> list[str]:
+    """A tiny data=image_folder run on a generated folder: 16 px, batch 4, no workers, CPU."""
+    return [
+        "experiment=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.val_per_class=2",
+        "data.batch_size=4",
+        "data.eval_batch_size=8",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "model.loss.queue_size=16",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+    ]

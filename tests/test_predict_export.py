@@ -16,7 +16,7 @@ from ecl_lightning.inference import NormalisedModel, load_for_inference, resolve
 from ecl_lightning.module import ECLModule
 from ecl_lightning.predict import predict
 from ecl_lightning.train import train
-from helpers import compose_cfg
+from helpers import compose_cfg, image_folder_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = ["cat", "dog", "fox", "owl"]
@@ -27,22 +27,10 @@ def trained(tmp_path_factory):
     """One short epoch on a 4-class folder (grey, 16 px): the run directory and its folder of images."""
     root = write_image_folder(tmp_path_factory.mktemp("own") / "photos", [10, 8, 5, 4])
     run = tmp_path_factory.mktemp("run")
-    overrides = [
-        "experiment=image_folder",
-        f"data.data_dir={root}",
+    overrides = image_folder_overrides(root) + [
         "data.channels=1",
-        "data.image_size=16",
-        "data.val_per_class=2",
-        "data.batch_size=4",
-        "data.eval_batch_size=8",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
-        "model.loss.queue_size=16",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
-        "trainer.enable_progress_bar=false",
     ]
     train(compose_cfg(overrides, run))
     return run, root

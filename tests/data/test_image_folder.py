@@ -9,7 +9,7 @@ import torch
 from datagen import write_image_folder
 from ecl_lightning.data import DatasetFormatError, DatasetNotFoundError, ImageFolderDataModule
 from ecl_lightning.train import build, train
-from helpers import compose_cfg
+from helpers import compose_cfg, image_folder_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,25 +143,8 @@ def test_non_images_skipped_without_verify_images(tmp_path, caplog):
     assert dm.class_counts == [2, 2] and "1 file(s) skipped, not images by their extension" in caplog.text
 
 
-def overrides(root) -> list[str]:
-    return [
-        "experiment=image_folder",
-        f"data.data_dir={root}",
-        "data.image_size=16",
-        "data.val_per_class=2",
-        "data.batch_size=4",
-        "data.eval_batch_size=8",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
-        "model.loss.queue_size=16",
-        "trainer.accelerator=cpu",
-        "trainer.devices=1",
-        "trainer.enable_progress_bar=false",
-    ]
-
-
 def test_fast_dev_run_stores_the_class_names(one_folder, tmp_path):
-    metrics = train(compose_cfg([*overrides(one_folder), "debug=fdr"], tmp_path))
+    metrics = train(compose_cfg([*image_folder_overrides(one_folder), "debug=fdr"], tmp_path))
     assert metrics["test/count"] == 7  # the whole test (= val) split: 2 + 2 + 2 + 1 images
     subset = json.loads((tmp_path / "data_subset.json").read_text())
     assert subset["class_names"] == ["cat", "dog", "fox", "owl"] and subset["class_counts"] == [10, 6, 3, 1]
@@ -174,7 +157,7 @@ def test_bad_folder_stops_the_run_in_build(tmp_path):
     root = tmp_path / "bad"
     path, _ = _empty_class(root)
     with pytest.raises(DatasetFormatError, match=str(path)):
-        build(compose_cfg(overrides(root), tmp_path / "run"))
+        build(compose_cfg(image_folder_overrides(root), tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
