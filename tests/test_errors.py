@@ -14,8 +14,8 @@ from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.evaluate import evaluate
+from ecl_lightning.outputs import save_resolved_config
 from ecl_lightning.train import build
-from ecl_lightning.utils import save_resolved_config
 from helpers import compose_cfg, run_cli, tiny_overrides
 
 

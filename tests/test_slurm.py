@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.utils import _check_slurm_sizes
+from ecl_lightning.launch import _check_slurm_sizes
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'ecl_lightning[slurm]'")
 

@@ -13,7 +13,7 @@ def main(cfg: DictConfig) -> float | None:
     """Train and test; return the metric a sweeper optimises (`optimized_metric`), or None where the run has none
     and no sweeper reads it (a run without a val split: CIFAR-LT, iNat 2018)."""
     from ecl_lightning.cli import user_errors_as_messages
-    from ecl_lightning.lifecycle import optimizing_sweeper
+    from ecl_lightning.launch import optimizing_sweeper
     from ecl_lightning.train import train  # imported here so `--help` and `--cfg` stay fast
 
     with user_errors_as_messages():  # a config, data or checkpoint error: its message and exit code 2

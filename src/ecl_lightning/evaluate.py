@@ -18,16 +18,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ecl_lightning.checkpoint import check_data_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.extras import apply_extras
+from ecl_lightning.instantiate import instantiate, instantiate_loggers
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
+from ecl_lightning.loggers import configure_wandb
 from ecl_lightning.module import ECLModule
+from ecl_lightning.outputs import save_resolved_config, write_test_outputs
 from ecl_lightning.train import data_name
-from ecl_lightning.utils import (
-    configure_wandb,
-    instantiate,
-    instantiate_loggers,
-    save_resolved_config,
-    write_test_outputs,
-)
 from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data.preprocess import InputSpec
 from ecl_lightning.evaluate import _data_config
+from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
-from ecl_lightning.utils import instantiate
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

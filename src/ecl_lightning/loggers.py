@@ -1,11 +1,14 @@
-"""Loggers that keep a run's record across a resume: the CSV file is appended to, the W&B run id is reused."""
+"""Loggers: the CSV file appended to across a resume, the W&B run id reused, W&B offline without an API key, and
+the W&B run ended with its job."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -64,3 +67,40 @@ def _latest_wandb_run_id(wandb_dir: Path) -> str | None:
     runs = sorted(wandb_dir.glob("*run-*-*"), key=lambda p: p.name.removeprefix("offline-"))
     runs = [p for p in runs if p.is_dir() and not p.is_symlink()]
     return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def configure_wandb(cfg: DictConfig) -> None:
+    """Run W&B offline when no API key is available, and never with log_model offline (STYLE pitfall 12)."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+    with open_dict(cfg):
+        if not has_key or os.environ.get("WANDB_MODE") == "offline":
+            if not wandb_cfg.get("offline", False):
+                log.warning(
+                    "No W&B API key found: logging offline into the run directory. Upload later with "
+                    "`wandb sync %s/wandb/offline-run-*`.",
+                    cfg.paths.output_dir,
+                )
+            wandb_cfg.offline = True
+        if wandb_cfg.get("offline", False):
+            wandb_cfg.log_model = False
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def finish_wandb(trainer: L.Trainer) -> None:
+    """End the W&B run so that multirun jobs do not merge into one (STYLE pitfall 12)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        import wandb
+
+        wandb.finish()

@@ -7,33 +7,23 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.extras import apply_extras
+from ecl_lightning.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
+from ecl_lightning.launch import check_launch, check_trainer
 from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
     SIGINT_EXIT_CODE,
     SIGTERM_EXIT_CODE,
     AtomicCheckpointIO,
-    check_optimized_metric,
     exit_nonzero_when_stopped,
     resolve_ckpt_path,
 )
-from ecl_lightning.loggers import reuse_wandb_run_id
-from ecl_lightning.utils import (
-    check_launch,
-    configure_wandb,
-    instantiate,
-    instantiate_callbacks,
-    instantiate_loggers,
-    save_resolved_config,
-    write_json,
-    write_test_outputs,
-)
+from ecl_lightning.loggers import configure_wandb, finish_wandb, reuse_wandb_run_id
+from ecl_lightning.outputs import save_resolved_config, write_json, write_test_outputs
 from ecl_lightning.validate import check_config
 
 log = logging.getLogger("ecl_lightning")
@@ -105,9 +95,7 @@ def build(cfg: DictConfig):
     # Checkpoints written atomically (a crash or a full disk leaves no truncated file), unless plugins are configured.
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
-    _check_precision(cfg, trainer)
-    _check_sync_batchnorm(cfg, trainer)
-    check_optimized_metric(cfg, datamodule.has_val, trainer)
+    check_trainer(cfg, trainer, datamodule.has_val)
     return datamodule, model, trainer
 
 
@@ -130,28 +118,6 @@ def data_name(cfg: DictConfig) -> str:
         if choice:
             return str(choice)
     return str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
-
-
-def _check_precision(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """Say, under the config key, what Lightning does with fp16 mixed precision on a CPU (it runs bf16 instead)."""
-    asked = str(cfg.trainer.get("precision"))
-    if asked in ("16-mixed", "16") and isinstance(trainer.accelerator, CPUAccelerator):
-        log.warning(
-            "trainer.precision=%s: fp16 mixed precision needs a GPU, so on CPU Lightning trains with %s instead. "
-            "Set trainer.precision=bf16-mixed (or 32-true) to ask for what runs.",
-            asked, trainer.precision,
-        )  # fmt: skip
-
-
-def _check_sync_batchnorm(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """torch's SyncBatchNorm has no CPU implementation: DDP would refuse the model only once fit has started."""
-    parallel = isinstance(trainer.strategy, ParallelStrategy)
-    if cfg.trainer.get("sync_batchnorm") and parallel and isinstance(trainer.accelerator, CPUAccelerator):
-        raise ConfigError(
-            f"trainer.sync_batchnorm=true with strategy={cfg.trainer.get('strategy')} on CPU: torch's SyncBatchNorm "
-            "only runs on GPUs. Set trainer.sync_batchnorm=false (each process keeps its own BatchNorm statistics, "
-            "as in most DDP recipes) or train on GPUs (trainer=ddp)."
-        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -185,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             write_test_outputs(output_dir, metrics, model, datamodule.class_counts, which)
 
-    _finish_wandb(trainer)
+    finish_wandb(trainer)
     return {**val_metrics, **metrics}
 
 
@@ -208,13 +174,3 @@ def _plain(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _finish_wandb(trainer: L.Trainer) -> None:
-    """End the W&B run so that multirun jobs do not merge into one (STYLE pitfall 12)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-        import wandb
-
-        wandb.finish()

@@ -32,7 +32,7 @@ from ecl_lightning.evaluation.prior import em_prior, prior_correction
 from ecl_lightning.evaluation.shifted import default_n_max, profile_counts, shifted_subsets
 from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, split_table, weights_table
 from ecl_lightning.metrics import LongTailMetrics
-from ecl_lightning.utils import write_json
+from ecl_lightning.outputs import write_json
 
 log = logging.getLogger("ecl_lightning")
 
