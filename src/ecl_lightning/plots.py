@@ -78,18 +78,41 @@ def plot_reliability(reliability: dict, path: Path, head: str = "ensemble") -> P
 
 
 def plot_shifted_accuracy(metrics: dict, profiles: list[str], rows: list[tuple[str, str]], path: Path) -> Path:
-    """Test accuracy against the test set's imbalance (log scale, forward-LT left to backward-LT right), one line per
-    (aggregation, correction), from the flat `shifted/<profile>/<agg>/<corr>/acc` metrics of `protocol=shifted`."""
+    """Test accuracy against the test set's imbalance, one line per (aggregation, correction), from the flat
+    `shifted/<profile>/<agg>/<corr>/acc` metrics of one `protocol=shifted` run."""
+    series = {
+        f"{agg} / {corr}": [(100 * metrics[f"shifted/{p}/{agg}/{corr}/acc"], 0.0) for p in profiles]
+        for agg, corr in rows
+    }
+    styles = {f"{agg} / {corr}": (agg, corr) for agg, corr in rows}
+    return plot_accuracy_vs_imbalance(series, profiles, path, styles=styles)
+
+
+CORRECTION_STYLES = {"none": "-", "known": "--", "em": ":"}  # colour: aggregation (or config); line style: correction
+
+
+def plot_accuracy_vs_imbalance(
+    series: dict[str, list[tuple[float, float]]],
+    profiles: list[str],
+    path: Path,
+    styles: dict[str, tuple[str, str]] | None = None,
+    title: str = "Accuracy under shifted test priors",
+) -> Path:
+    """Accuracy (%) against the test imbalance (log scale, forward-LT left to backward-LT right): one line per series
+    of (mean, std) points, a band of ± std where std > 0. `styles`: label -> (colour key, correction)."""
     from ecl_lightning.evaluation.shifted import signed_imbalance
 
     x = [signed_imbalance(p) for p in profiles]
+    styles = styles or {label: (label, "none") for label in series}
+    colours = {key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys(key for key, _ in styles.values()))}
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    colours = {agg: f"C{i}" for i, agg in enumerate(dict.fromkeys(agg for agg, _ in rows))}
-    styles = {"none": "-", "known": "--", "em": ":"}  # colour: aggregation; line style: correction
-    for agg, corr in rows:
-        acc = [100 * metrics[f"shifted/{p}/{agg}/{corr}/acc"] for p in profiles]
-        ax.plot(x, acc, marker="o", markersize=3, color=colours[agg], linestyle=styles.get(corr, "-."),
-                label=f"{agg} / {corr}")  # fmt: skip
+    for label, points in series.items():
+        key, corr = styles[label]
+        mean = [m for m, _ in points]
+        ax.plot(x, mean, marker="o", markersize=3, color=colours[key], linestyle=CORRECTION_STYLES.get(corr, "-."),
+                label=label)  # fmt: skip
+        if any(s > 0 for _, s in points):
+            ax.fill_between(x, [m - s for m, s in points], [m + s for m, s in points], color=colours[key], alpha=0.12)
     ax.set_xscale("log")
     ax.invert_xaxis()  # forward (head-heavy, ratio > 1) on the left, backward on the right
     ax.set_xticks(x, [p.replace("forward", "F").replace("backward", "B").replace("uniform", "U") for p in profiles])
@@ -98,7 +121,7 @@ def plot_shifted_accuracy(metrics: dict, profiles: list[str], rows: list[tuple[s
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Accuracy under shifted test priors", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,6 +4,10 @@ python -m ecl_lightning.report logs/train/multiruns/<time> [--columns test/acc t
 
 Several directories make one table (a sweep split across processes or sessions, each part its own multirun):
 python -m ecl_lightning.report logs/results/part_a logs/results/part_b
+
+`--shifted` reads `python -m ecl_lightning.evaluate -m protocol=shifted ...` runs instead: one row per configuration,
+aggregation and correction, one column per test class distribution, then the expert weights and the calibration
+(ecl_lightning.evaluation.seeds); `--rows mean_logits/none selfsup/none` picks rows, `--plot acc.png` draws them.
 """
 
 from __future__ import annotations
@@ -40,12 +44,18 @@ def config_label(overrides: list[str], common: frozenset[str] = frozenset()) -> 
     return " ".join(kept) or "(defaults)"
 
 
-def summarize(runs: list[dict], columns=DEFAULT_COLUMNS) -> list[dict]:
-    """Group runs by configuration; mean, std (sample, n-1) and n of each column, in first-seen order."""
+def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
+    """Configuration label -> the metrics of its runs (its seeds), in first-seen order."""
     common = frozenset.intersection(*(frozenset(r["overrides"]) for r in runs)) if len(runs) > 1 else frozenset()
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         groups[config_label(run["overrides"], common)].append(run["metrics"])
+    return groups
+
+
+def summarize(runs: list[dict], columns=DEFAULT_COLUMNS) -> list[dict]:
+    """Group runs by configuration; mean, std (sample, n-1) and n of each column, in first-seen order."""
+    groups = group_runs(runs)
     rows = []
     for label, metrics in groups.items():
         row = {"config": label, "n": len(metrics)}
@@ -82,9 +92,20 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--columns", nargs="+", default=list(DEFAULT_COLUMNS), help="metrics.json keys")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--shifted", action="store_true", help="tables of protocol=shifted evaluations")
+    parser.add_argument("--rows", nargs="+", help="with --shifted: aggregation/correction rows (default: all)")
+    parser.add_argument("--plot", type=Path, help="with --shifted: draw the rows' accuracy against test imbalance")
     args = parser.parse_args(argv)
     runs = [run for sweep_dir in args.sweep_dirs for run in load_runs(sweep_dir)]
-    table = to_markdown(summarize(runs, args.columns), args.columns)
+    if args.shifted:
+        from ecl_lightning.evaluation.seeds import shifted_report
+
+        try:
+            table = shifted_report(group_runs(runs), args.rows, args.plot)
+        except ValueError as err:
+            parser.error(str(err))
+    else:
+        table = to_markdown(summarize(runs, args.columns), args.columns)
     if args.output:
         args.output.write_text(table + "\n")
     print(table)
