@@ -3,6 +3,7 @@ CLI in a subprocess, and compare a resumed run with an uninterrupted one. Fixtur
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -128,3 +129,22 @@ def image_folder_overrides(root: Path) -> list[str]:
         "trainer.devices=1",
         "trainer.enable_progress_bar=false",
     ]
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """Import bench/<name>.py as a module (the scripts import bench/_common.py, as when run from bench/)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The rows of a printed Markdown table, by their first cell (header row dropped)."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load(name: str):
-    if str(BENCH) not in sys.path:  # the scripts import bench/_common.py, as when run as `python bench/<name>.py`
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def table_rows(text: str) -> dict[str, list[str]]:
-    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+from helpers import load_bench as load
+from helpers import table_rows
 
 
 def test_bench_step_compares_lightning_and_bare_loop(capsys):

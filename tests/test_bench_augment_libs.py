@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("kornia", minversion="0.9")
 
-from test_bench import load, table_rows  # noqa: E402
+from helpers import load_bench as load  # noqa: E402
+from helpers import table_rows  # noqa: E402
 
 
 def test_bench_augment_libs_smoke(capsys):

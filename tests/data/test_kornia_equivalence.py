@@ -25,7 +25,7 @@ from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy  # n
 from datagen import colour_images, grey_images  # noqa: E402
 from ecl_lightning.data import gpu_aug as G  # noqa: E402
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD  # noqa: E402
-from test_bench import load  # noqa: E402
+from helpers import load_bench as load  # noqa: E402
 
 Z = 4.0
 BATCH = 128  # the datasets' batch size: Kornia draws some parameters once per call, so call it as training would
