@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ecl_lightning.data.cifar import CIFARLTDataModule
-from ecl_lightning.data.imagefolder_lt import ImageNetLTDataModule
+from ecl_lightning.data.datamodules.cifar import CIFARLTDataModule
+from ecl_lightning.data.datamodules.split_file import ImageNetLTDataModule
 from ecl_lightning.evaluation.logits import views_loader
 
 

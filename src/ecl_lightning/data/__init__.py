@@ -1,11 +1,10 @@
 """Long-tailed datasets: the profile, one DataModule per dataset family, and their transforms."""
 
-from ecl_lightning.data.base import ImageArrayDataset, LongTailDataModule, TwoViewDataset
-from ecl_lightning.data.cifar import CIFARLTDataModule, read_cifar_batch
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.fmnist import FashionMNISTLTDataModule, read_idx
-from ecl_lightning.data.image_folder import ImageFolderDataModule, scan_class_folders
-from ecl_lightning.data.imagefolder_lt import (
+from ecl_lightning.data.datamodules.cifar import CIFARLTDataModule, read_cifar_batch
+from ecl_lightning.data.datamodules.fmnist import FashionMNISTLTDataModule, read_idx
+from ecl_lightning.data.datamodules.image_folder import ImageFolderDataModule, scan_class_folders
+from ecl_lightning.data.datamodules.in_memory import ImageArrayDataset, LongTailDataModule, TwoViewDataset
+from ecl_lightning.data.datamodules.split_file import (
     ImageFileDataset,
     ImageNetLTDataModule,
     INaturalist2018DataModule,
@@ -14,10 +13,11 @@ from ecl_lightning.data.imagefolder_lt import (
     TwoViewImageFileDataset,
     imagefolder_transforms,
 )
+from ecl_lightning.data.datasets.split_file import parse_split_json, parse_split_txt
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image
-from ecl_lightning.data.splitfile import parse_split_json, parse_split_txt
-from ecl_lightning.data.transforms import Cutout, cifar_transforms, fmnist_transforms
+from ecl_lightning.data.transforms.recipes import Cutout, cifar_transforms, fmnist_transforms
 
 __all__ = [
     "CIFARLTDataModule",

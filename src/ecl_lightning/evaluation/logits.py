@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ecl_lightning.data.loaders import make_loader
+from ecl_lightning.data.datamodules.loaders import make_loader
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _identity(x):
 def train_view(datamodule):
     """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU."""
     if hasattr(datamodule, "recipe"):  # the split-file benchmarks (ImageNet-LT, Places-LT, iNat)
-        from ecl_lightning.data.imagefolder_lt import imagefolder_transforms
+        from ecl_lightning.data.datamodules.split_file import imagefolder_transforms
 
         dm = datamodule
         return imagefolder_transforms(dm.recipe, dm.image_size, dm.resize_size, dm.mean, dm.std, augment=True)[0]

@@ -24,15 +24,15 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.imagefolder_lt import (
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datamodules.split_file import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFileDataset,
     TwoViewImageFileDataset,
     imagefolder_transforms,
 )
-from ecl_lightning.data.loaders import DataLoadersMixin
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.longtail import longtail_counts
 from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image, to_normalised
 

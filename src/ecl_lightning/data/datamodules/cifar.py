@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ecl_lightning.data.base import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.gpu_aug import cifar_gpu_transforms
 from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, cifar_transforms
+from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms
+from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, cifar_transforms
 
 # folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
 LAYOUTS = {

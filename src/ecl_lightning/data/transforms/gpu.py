@@ -1,4 +1,4 @@
-"""Batched two-view augmentation on the device (`data.gpu_augment`): the pipelines of transforms.py, one call per batch.
+"""Batched two-view augmentation on the device (`data.gpu_augment`): the pipelines of recipes.py, one call per batch.
 
 Each op mirrors one torchvision v2 transform of the CPU path and draws its per-sample parameters as tensors on the
 batch's device (torch.rand / torch.randint, so the global seed applies) from the same distribution; no Python loop
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 from torchvision.transforms import v2
 
-from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, device: torch.device) -> Tensor:

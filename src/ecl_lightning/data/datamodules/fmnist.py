@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ecl_lightning.data.base import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.gpu_aug import fmnist_gpu_transforms
 from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.transforms import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
+from ecl_lightning.data.transforms.gpu import fmnist_gpu_transforms
+from ecl_lightning.data.transforms.recipes import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
 
 # Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ecl_lightning.data.loaders import DataLoadersMixin
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 
 
@@ -105,7 +105,7 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
         raise NotImplementedError
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:
-        """The batched train views (data/gpu_aug.py): uint8 (B, C, H, W) -> (view 1, view 2)."""
+        """The batched train views (data/transforms/gpu.py): uint8 (B, C, H, W) -> (view 1, view 2)."""
         raise NotImplementedError
 
     # ---- LightningDataModule API ----------------------------------------------------------------------

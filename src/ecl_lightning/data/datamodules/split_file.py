@@ -13,10 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.loaders import DataLoadersMixin
-from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.splitfile import (
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.split_file import (
     SplitEntries,
     describe_problems,
     load_rgb,
@@ -26,6 +24,8 @@ from ecl_lightning.data.splitfile import (
     undecodable_files,
     unreadable_headers,
 )
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.preprocess import InputSpec
 
 log = logging.getLogger("ecl_lightning")
 
