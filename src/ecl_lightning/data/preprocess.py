@@ -8,14 +8,10 @@ test images did.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
-
-from ecl_lightning.data.errors import DatasetFormatError
 
 
 @dataclass(frozen=True)
@@ -43,19 +39,6 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:
         return cls(int(d["channels"]), int(d["image_size"]), int(d["resize_size"]), tuple(d["mean"]), tuple(d["std"]))
-
-
-def pil_mode(channels: int) -> str:
-    return "L" if channels == 1 else "RGB"
-
-
-def load_image(path: str | Path, channels: int) -> Image.Image:
-    """Decode an image file into a grey (channels 1) or RGB PIL image; a failure is a DatasetFormatError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert(pil_mode(channels))
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise DatasetFormatError(f"cannot decode image {path}: {type(err).__name__}: {err}") from err
 
 
 def to_normalised(spec: InputSpec) -> list[nn.Module]:

@@ -6,10 +6,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from ecl_lightning.data.datamodules.loaders import make_loader
+from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
 
 
 @dataclass
@@ -36,28 +37,12 @@ def collect_logits(model, loader: DataLoader, device: torch.device, view: int | 
     return SplitLogits(torch.cat(label, 1), torch.cat(dist, 1) if dist else None, torch.cat(targets))
 
 
-class AugmentedViews(Dataset):
-    """(view(img), view(img), y): two independent draws of one augmentation of each image of an evaluation set.
-
-    Works for the in-memory (uint8 tensor) and the image-file datasets: the wrapped set's own transform is swapped
-    for the identity, so the raw image reaches `view`.
-    """
-
-    def __init__(self, dataset: Dataset, view) -> None:
-        self.raw = copy.copy(dataset)
-        self.raw.transform = _identity
-        self.view = view
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def __getitem__(self, i: int):
-        img, y = self.raw[i]
-        return self.view(img), self.view(img), y
-
-
-def _identity(x):
-    return x
+def augmented_views(dataset: ImageDataset, view: nn.Module) -> ImageDataset:
+    """A shallow copy of an evaluation set whose items are (view(img), view(img), y): two independent draws of one
+    augmentation of each stored image (the set's own transform is left as it is)."""
+    views = copy.copy(dataset)
+    views.transform = TwoViews(view, view)
+    return views
 
 
 def train_view(datamodule):
@@ -70,10 +55,10 @@ def train_view(datamodule):
     return datamodule._transforms(True)[0]  # Fashion-MNIST-LT, CIFAR-LT (also under gpu_augment: the CPU recipe)
 
 
-def views_loader(datamodule, dataset: Dataset) -> DataLoader:
+def views_loader(datamodule, dataset: ImageDataset) -> DataLoader:
     """In-order loader of two augmented views of `dataset` (one process: evaluate runs on one)."""
     return make_loader(
-        AugmentedViews(dataset, train_view(datamodule)),
+        augmented_views(dataset, train_view(datamodule)),
         datamodule.eval_batch_size,
         train=False,
         num_workers=datamodule.num_workers,

@@ -8,35 +8,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.array import ImageArrayDataset
+from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-
-
-class ImageArrayDataset(Dataset):
-    """(x, y) pairs from a uint8 (N, C, H, W) tensor, one transform per item."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: nn.Module) -> None:
-        self.images, self.targets, self.transform = images, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.targets[i]
-
-
-class TwoViewDataset(ImageArrayDataset):
-    """(x1, x2, y): two augmented views of one image (query and key of the contrastive branch)."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, view1: nn.Module, view2: nn.Module) -> None:
-        super().__init__(images, targets, view1)
-        self.view2 = view2
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = self.images[i]
-        return self.transform(img), self.view2(img), self.targets[i]
 
 
 class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
@@ -141,10 +117,10 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
             return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
 
         if self.gpu_augment:  # uint8 images as stored; the views are built on the device (on_after_batch_transfer)
-            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices), nn.Identity())
+            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices))
             self.gpu_views = self._gpu_transforms(self.augment)
         else:
-            self.train_set = TwoViewDataset(*tensors(train_x, train_y, self.train_indices), view1, view2)
+            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices), TwoViews(view1, view2))
         self.val_set = (
             ImageArrayDataset(*tensors(train_x, train_y, self.val_indices), evaluate) if self.has_val else None
         )

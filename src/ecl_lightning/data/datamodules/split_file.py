@@ -8,22 +8,21 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.image_files import ImageFileDataset
 from ecl_lightning.data.datasets.split_file import (
     SplitEntries,
     describe_problems,
-    load_rgb,
     missing_files,
     parse_split_json,
     parse_split_txt,
     undecodable_files,
     unreadable_headers,
 )
+from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.preprocess import InputSpec
 
@@ -31,50 +30,10 @@ log = logging.getLogger("ecl_lightning")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
-
-
-class ImageFileDataset(Dataset):
-    """(x, y) pairs from image files under `root`, decoded with PIL when an item is read."""
-
-    def __init__(self, root: str | Path, files: list[str], targets: list[int], transform: nn.Module) -> None:
-        self.root = Path(root)
-        # One numpy array of UTF-8 bytes, not a list of str: forked loader workers would touch every str's refcount
-        # and so copy the whole list (GBs at 437k paths x 8 workers); bytes also take a quarter of numpy's '<U'.
-        self._files = np.array([f.encode() for f in files], dtype=np.bytes_)
-        self.targets = torch.as_tensor(targets, dtype=torch.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def file(self, i: int) -> str:
-        """The i-th image path, relative to `root`."""
-        return self._files[i].decode()
-
-    @property
-    def files(self) -> list[str]:
-        """All image paths, relative to `root` (builds a list: for inspection, not for the loader)."""
-        return [f.decode() for f in self._files]
-
-    def load(self, i: int) -> Image.Image:
-        return load_rgb(self.root / self.file(i))
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.load(i)), self.targets[i]
-
-
-class TwoViewImageFileDataset(ImageFileDataset):
-    """(x1, x2, y): two augmented views of one decoded image (query and key of the contrastive branch)."""
-
-    def __init__(
-        self, root: str | Path, files: list[str], targets: list[int], view1: nn.Module, view2: nn.Module
-    ) -> None:
-        super().__init__(root, files, targets, view1)
-        self.view2 = view2
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = self.load(i)
-        return self.transform(img), self.view2(img), self.targets[i]
+DECODE_FIX = (
+    "Replace the file or remove its line from the split file (data.verify_images=true decodes every image before "
+    "training)"
+)
 
 
 def imagefolder_transforms(
@@ -250,15 +209,14 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         view1, view2, evaluate = imagefolder_transforms(
             self.recipe, self.image_size, self.resize_size, self.mean, self.std, self.augment
         )
-        train = splits["train"]
-        self.train_set = TwoViewImageFileDataset(self.image_root, train.files, train.labels, view1, view2)
-        self.val_set = (
-            ImageFileDataset(self.image_root, splits["val"].files, splits["val"].labels, evaluate)
-            if self.has_val
-            else None
-        )
-        self.test_set = ImageFileDataset(self.image_root, splits["test"].files, splits["test"].labels, evaluate)
+        self.train_set = self._dataset(splits["train"], TwoViews(view1, view2))
+        self.val_set = self._dataset(splits["val"], evaluate) if self.has_val else None
+        self.test_set = self._dataset(splits["test"], evaluate)
         self._ready = True
+
+    def _dataset(self, entries: SplitEntries, transform: nn.Module) -> ImageFileDataset:
+        """The images of one split, decoded per item; a file that cannot be decoded names its split-file fix."""
+        return ImageFileDataset(self.image_root, entries.files, entries.labels, transform, fix=DECODE_FIX)
 
     def subset_info(self) -> dict:
         """JSON-serialisable record of the data used: split files, image root, counts per split and class."""
