@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.evaluate import _data_config
 from ecl_lightning.module import ECLModule
 from ecl_lightning.utils import instantiate

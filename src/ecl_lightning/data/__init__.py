@@ -9,7 +9,6 @@ from ecl_lightning.data.datamodules.split_file import (
     INaturalist2018DataModule,
     PlacesLTDataModule,
     SplitFileDataModule,
-    imagefolder_transforms,
 )
 from ecl_lightning.data.datasets.array import ImageArrayDataset
 from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
@@ -19,9 +18,16 @@ from ecl_lightning.data.datasets.image_files import ImageFileDataset, load_image
 from ecl_lightning.data.datasets.split_file import parse_split_json, parse_split_txt
 from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-from ecl_lightning.data.preprocess import InputSpec, eval_transform
-from ecl_lightning.data.transforms.recipes import Cutout, cifar_transforms, fmnist_transforms
+from ecl_lightning.data.transforms.recipes import (
+    Cutout,
+    cifar_transforms,
+    eval_transform,
+    fmnist_transforms,
+    imagefolder_transforms,
+    small_transforms,
+)
 
 __all__ = [
     "CIFARLTDataModule",
@@ -53,4 +59,5 @@ __all__ = [
     "read_idx",
     "scan_class_folders",
     "select_longtail_indices",
+    "small_transforms",
 ]

@@ -45,14 +45,10 @@ def augmented_views(dataset: ImageDataset, view: nn.Module) -> ImageDataset:
     return views
 
 
-def train_view(datamodule):
-    """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU."""
-    if hasattr(datamodule, "recipe"):  # the split-file benchmarks (ImageNet-LT, Places-LT, iNat)
-        from ecl_lightning.data.datamodules.split_file import imagefolder_transforms
-
-        dm = datamodule
-        return imagefolder_transforms(dm.recipe, dm.image_size, dm.resize_size, dm.mean, dm.std, augment=True)[0]
-    return datamodule._transforms(True)[0]  # Fashion-MNIST-LT, CIFAR-LT (also under gpu_augment: the CPU recipe)
+def train_view(datamodule) -> nn.Module:
+    """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU (also
+    under gpu_augment: its CPU recipe)."""
+    return datamodule.transforms(True)[0]
 
 
 def views_loader(datamodule, dataset: ImageDataset) -> DataLoader:

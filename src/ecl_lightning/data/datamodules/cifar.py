@@ -10,7 +10,7 @@ from torch import nn
 from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
 from ecl_lightning.data.errors import DatasetNotFoundError
-from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms
 from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, cifar_transforms
 
@@ -109,7 +109,7 @@ class CIFARLTDataModule(LongTailDataModule):
         """32x32 RGB, normalised with the CIFAR statistics (what predict and export feed the model)."""
         return InputSpec(3, 32, 32, CIFAR_MEAN, CIFAR_STD)
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return cifar_transforms(augment)
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:

@@ -10,7 +10,7 @@ from torch import nn
 from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.transforms.gpu import fmnist_gpu_transforms
 from ecl_lightning.data.transforms.recipes import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
 
@@ -114,7 +114,7 @@ class FashionMNISTLTDataModule(LongTailDataModule):
         """28x28 grey, normalised with the Fashion-MNIST statistics (what predict and export feed the model)."""
         return InputSpec(1, 28, 28, FMNIST_MEAN, FMNIST_STD)
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return fmnist_transforms(augment)
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:

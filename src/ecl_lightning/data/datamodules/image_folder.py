@@ -19,16 +19,20 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from torch import nn
-from torchvision.transforms import v2
 
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
-from ecl_lightning.data.datamodules.split_file import IMAGENET_MEAN, IMAGENET_STD, imagefolder_transforms
 from ecl_lightning.data.datasets.class_folders import class_folder_problems, scan_class_folders
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
 from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.longtail import longtail_counts
-from ecl_lightning.data.preprocess import InputSpec, eval_transform, to_normalised
+from ecl_lightning.data.transforms.recipes import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagefolder_transforms,
+    small_transforms,
+)
 
 log = logging.getLogger("ecl_lightning")
 
@@ -36,19 +40,6 @@ log = logging.getLogger("ecl_lightning")
 PRESETS = {"small": (32, 32), "imagenet": (224, 256)}
 SPLITS = ("train", "val", "test")
 MAX_SHOWN = 10  # problems quoted per kind in the error
-
-
-def small_transforms(spec: InputSpec, crop_padding: int, augment: bool = True) -> tuple[nn.Module, ...]:
-    """(view 1, view 2, eval) of the `small` preset on PIL images: resize + centre crop to the image size, then
-    random crop with padding + flip (view 2 adds random erasing): the Fashion-MNIST recipe at any small size."""
-    evaluate = eval_transform(spec)
-    if not augment:
-        return evaluate, evaluate, evaluate
-    size = [v2.Resize(spec.resize_size, antialias=True), v2.CenterCrop(spec.image_size)]
-    geometric = [v2.RandomCrop(spec.image_size, padding=crop_padding), v2.RandomHorizontalFlip()]
-    view1 = v2.Compose([*size, *geometric, *to_normalised(spec)])
-    view2 = v2.Compose([*size, *geometric, *to_normalised(spec), v2.RandomErasing(value=0.0)])
-    return view1, view2, evaluate
 
 
 class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
@@ -129,6 +120,13 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
     def input_spec(self) -> InputSpec:
         """What the model trained on this data expects (eval preprocessing): used by predict and export."""
         return self.spec
+
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(train view 1, train view 2, eval) on decoded PIL images: the `small` recipe, or the ImageNet-LT one."""
+        if self.preset == "small":
+            return small_transforms(self.spec, self.crop_padding, augment)
+        spec = self.spec
+        return imagefolder_transforms("randaugment", spec.image_size, spec.resize_size, spec.mean, spec.std, augment)
 
     def split_dirs(self) -> dict[str, Path]:
         """{split: folder} of the folders given: train/val/test under the root, or the root itself as `train`."""
@@ -237,13 +235,7 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
             log.info("%s has no test/ folder: the test split is the validation split.", self.root)
             self.splits["test"] = self.splits["val"]
 
-        if self.preset == "small":
-            view1, view2, evaluate = small_transforms(self.spec, self.crop_padding, self.augment)
-        else:
-            view1, view2, _ = imagefolder_transforms(
-                "randaugment", self.spec.image_size, self.spec.resize_size, self.spec.mean, self.spec.std, self.augment
-            )
-            evaluate = eval_transform(self.spec)
+        view1, view2, evaluate = self.transforms(self.augment)
         chans = self.in_chans
         self.train_set = ImageFileDataset(self.root, *self.splits["train"], TwoViews(view1, view2), channels=chans)
         self.val_set = (

@@ -76,7 +76,7 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
         """(train uint8 (N,C,H,W), train int64 (N,), test uint8 (M,C,H,W), test int64 (M,)) in file order."""
         raise NotImplementedError
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(train view 1, train view 2, eval) transforms on uint8 CHW tensors."""
         raise NotImplementedError
 
@@ -110,7 +110,7 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
         self.val_indices = (
             balanced_holdout_indices(train_y, self.train_indices, self.val_per_class) if self.has_val else None
         )
-        view1, view2, evaluate = self._transforms(self.augment)
+        view1, view2, evaluate = self.transforms(self.augment)
 
         def tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None):
             x, y = (x[idx], y[idx]) if idx is not None else (x.copy(), y)  # copy: the reader's buffer is read-only

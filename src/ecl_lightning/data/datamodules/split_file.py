@@ -7,9 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from torch import nn
-from torchvision.transforms import v2
 
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
@@ -24,58 +22,21 @@ from ecl_lightning.data.datasets.split_file import (
 )
 from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.recipes import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INAT_MEAN,
+    INAT_STD,
+    imagefolder_transforms,
+)
 
 log = logging.getLogger("ecl_lightning")
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
 DECODE_FIX = (
     "Replace the file or remove its line from the split file (data.verify_images=true decodes every image before "
     "training)"
 )
-
-
-def imagefolder_transforms(
-    recipe: str,
-    image_size: int = 224,
-    resize_size: int = 256,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-    augment: bool = True,
-) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(view 1, view 2, eval) on PIL images (docs/method.md 4). recipe `randaugment`: view 1 RRC, flip, jitter,
-    RandAugment n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
-    if recipe not in ("randaugment", "simclr"):
-        raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")
-    norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
-    evaluate = v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size), *norm])
-    if not augment:
-        return evaluate, evaluate, evaluate
-    blur_kernel = int(0.1 * image_size) // 2 * 2 + 1  # SimCLR: 10% of the side, odd (23 at 224)
-    simclr = v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
-            *norm,
-        ]
-    )
-    if recipe == "simclr":
-        return simclr, simclr, evaluate
-    # PaCo / NCL's ImageNet-LT view: jitter always on, without hue, then RandAugment.
-    view1 = v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.4, 0.4, 0.4),
-            v2.RandAugment(num_ops=2, magnitude=10),
-            *norm,
-        ]
-    )
-    return view1, simclr, evaluate
 
 
 class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
@@ -142,6 +103,10 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         """RGB, shorter side resized to resize_size, centre crop image_size, normalised (the eval transform)."""
         return InputSpec(3, self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
 
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(train view 1, train view 2, eval) on decoded PIL images: the benchmark's `recipe`, size and statistics."""
+        return imagefolder_transforms(self.recipe, self.image_size, self.resize_size, self.mean, self.std, augment)
+
     # ---- files ------------------------------------------------------------------------------------------
     def split_files(self) -> tuple[str, dict[str, Path]]:
         """(format, {split: path}) of the split files; DatasetNotFoundError listing what is missing."""
@@ -206,9 +171,7 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
                 "%s: %d of %d classes have no training image (first: %s); check data.num_classes",
                 self.files["train"], len(empty), self.num_classes, empty[:5].tolist(),
             )  # fmt: skip
-        view1, view2, evaluate = imagefolder_transforms(
-            self.recipe, self.image_size, self.resize_size, self.mean, self.std, self.augment
-        )
+        view1, view2, evaluate = self.transforms(self.augment)
         self.train_set = self._dataset(splits["train"], TwoViews(view1, view2))
         self.val_set = self._dataset(splits["val"], evaluate) if self.has_val else None
         self.test_set = self._dataset(splits["test"], evaluate)

@@ -1,17 +1,13 @@
-"""What a trained model expects as input (channels, size, normalisation) and the one eval transform built from it.
+"""What a trained model expects as input: channels, size and normalisation (`InputSpec`).
 
 Every DataModule says what its eval images look like (`input_spec()`); prediction and export read it from the run's
-data config, so a user's image of any size and mode goes through the same resize, crop and normalisation as the
-test images did.
+data config and build the eval transform from it (transforms/recipes.py `eval_transform`), so a user's image of any
+size and mode goes through the same resize, crop and normalisation as the test images did.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import torch
-from torch import nn
-from torchvision.transforms import v2
 
 
 @dataclass(frozen=True)
@@ -39,15 +35,3 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:
         return cls(int(d["channels"]), int(d["image_size"]), int(d["resize_size"]), tuple(d["mean"]), tuple(d["std"]))
-
-
-def to_normalised(spec: InputSpec) -> list[nn.Module]:
-    """PIL or uint8 tensor -> float tensor scaled to [0, 1] and normalised."""
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std), v2.ToPureTensor()]
-
-
-def eval_transform(spec: InputSpec) -> nn.Module:
-    """PIL image (already in the spec's mode) -> normalised float tensor (channels, image_size, image_size)."""
-    return v2.Compose(
-        [v2.Resize(spec.resize_size, antialias=True), v2.CenterCrop(spec.image_size), *to_normalised(spec)]
-    )
