@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from ecl_lightning.data.datamodules.loaders import make_loader
 from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
+from ecl_lightning.data.protocol import LongTailData
 
 
 @dataclass
@@ -45,13 +46,13 @@ def augmented_views(dataset: ImageDataset, view: nn.Module) -> ImageDataset:
     return views
 
 
-def train_view(datamodule) -> nn.Module:
+def train_view(datamodule: LongTailData) -> nn.Module:
     """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU (also
     under gpu_augment: its CPU recipe)."""
     return datamodule.transforms(True)[0]
 
 
-def views_loader(datamodule, dataset: ImageDataset) -> DataLoader:
+def views_loader(datamodule: LongTailData, dataset: ImageDataset) -> DataLoader:
     """In-order loader of two augmented views of `dataset` (one process: evaluate runs on one)."""
     return make_loader(
         augmented_views(dataset, train_view(datamodule)),
