@@ -9,7 +9,7 @@ import torch
 
 from datagen import write_cifar_dataset
 from ecl_lightning.data import CIFARLTDataModule, DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD
+from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
 
 
 def make(data_dir, num_classes, **kw) -> CIFARLTDataModule:

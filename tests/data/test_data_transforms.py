@@ -3,7 +3,7 @@
 import torch
 
 from ecl_lightning.data import Cutout, cifar_transforms, fmnist_transforms
-from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD
+from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD
 
 
 def test_eval_transform_is_plain_normalisation():

@@ -17,8 +17,8 @@ from torchvision.transforms.v2 import functional as F
 
 from datagen import colour_images, grey_images
 from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModule, cifar_transforms, fmnist_transforms
+from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.data.transforms import gpu as G
-from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.train import train
 from helpers import compose_cfg, tiny_overrides
 

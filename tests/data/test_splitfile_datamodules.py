@@ -18,7 +18,7 @@ from ecl_lightning.data import (
     parse_split_json,
     parse_split_txt,
 )
-from ecl_lightning.data.transforms.recipes import IMAGENET_MEAN, IMAGENET_STD, INAT_MEAN, INAT_STD
+from ecl_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INAT_MEAN, INAT_STD
 
 MODULES = {"imagenet_lt": ImageNetLTDataModule, "places_lt": PlacesLTDataModule, "inat2018": INaturalist2018DataModule}
 
