@@ -1,4 +1,4 @@
-"""Batched two-view augmentation: images/s of data/gpu_aug.py against Kornia's augmentation module, same pipelines.
+"""Batched two-view augmentation: images/s of data/transforms/gpu.py against Kornia's augmentation module.
 
     python bench/bench_augment_libs.py                       # fmnist, cifar and simclr224, batch 128
     OMP_NUM_THREADS=1 python bench/bench_augment_libs.py --threads 1 --repeats 15
@@ -31,9 +31,8 @@ import torch
 from _common import sync
 from torch import Tensor, nn
 
-from ecl_lightning.data import gpu_aug as G
-from ecl_lightning.data.imagefolder_lt import IMAGENET_MEAN, IMAGENET_STD
-from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD, IMAGENET_MEAN, IMAGENET_STD
+from ecl_lightning.data.transforms import gpu as G
 
 KORNIA_VERSION = "0.9.0"  # the version measured in docs/performance.md and pinned by the `bench` extra
 
@@ -119,7 +118,7 @@ def kornia_cifar_views(container: str = "sequential") -> KorniaTwoViews:
 
 
 def ours_simclr_views(size: int = 224) -> G.TwoViewAugment:
-    """Both views the SimCLR view of imagefolder_transforms("simclr"), with data/gpu_aug.py's ops."""
+    """Both views the SimCLR view of imagefolder_transforms("simclr"), with data/transforms/gpu.py's ops."""
 
     def view() -> nn.Module:
         return nn.Sequential(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ecl_lightning.data.splitfile import undecodable_files, unreadable_headers
+from ecl_lightning.data.datasets.split_file import undecodable_files, unreadable_headers
 
 
 def write_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375)) -> list[str]:

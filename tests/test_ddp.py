@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from datagen import write_idx_dataset
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data import FashionMNISTLTDataModule, ImageNetLTDataModule
-from ecl_lightning.data.loaders import UnpaddedDistributedSampler
+from ecl_lightning.data.datamodules.loaders import UnpaddedDistributedSampler
 from ecl_lightning.evaluate import evaluate
 from ecl_lightning.train import build, train
 from helpers import compose_cfg, tiny_overrides

@@ -1,4 +1,4 @@
-"""Packaging habits: every config group ships in the wheel, the version is written once."""
+"""Packaging habits: every package and config group ships in the wheel, the version is written once."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def test_every_config_folder_is_a_declared_package():
         if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.yaml"))
     }
     assert folders - declared == set()
+
+
+def test_every_python_package_is_declared():
+    """The packages list is explicit: a sub-package missing from it is missing from the wheel (its imports fail only
+    in a non-editable install)."""
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    src = ROOT / "src"
+    packages = {".".join(p.parent.relative_to(src).parts) for p in src.rglob("__init__.py")}
+    assert packages - declared == set()
 
 
 def test_the_version_is_written_in_one_place():

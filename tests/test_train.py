@@ -93,7 +93,7 @@ def test_short_training_writes_run_outputs_and_learns(data_dirs, tmp_path):
 
 
 def test_missing_dataset_fails_before_training(tmp_path, monkeypatch):
-    import ecl_lightning.data.fmnist as fmnist
+    import ecl_lightning.data.datamodules.fmnist as fmnist
 
     monkeypatch.setattr(fmnist, "SYSTEM_DIRS", [str(tmp_path / "nowhere")], raising=False)
     cfg = compose_cfg(["debug=fdr", f"data.data_dir={tmp_path / 'empty'}"], tmp_path / "run")

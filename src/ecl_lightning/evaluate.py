@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import lightning as L
@@ -25,6 +26,9 @@ from ecl_lightning.module import ECLModule
 from ecl_lightning.outputs import save_resolved_config, write_test_outputs
 from ecl_lightning.train import data_name
 from ecl_lightning.validate import check_config
+
+if TYPE_CHECKING:
+    from ecl_lightning.data.protocol import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 
@@ -62,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     data_cfg = _data_config(cfg, ckpt)
-    datamodule = instantiate(data_cfg)
+    datamodule: LongTailData = instantiate(data_cfg)
     datamodule.check()
     name = data_name(cfg) if cfg.get("data") is not None else str(data_cfg.get("_target_")).rsplit(".", 1)[-1]
     check_data_fits(checkpoint, ckpt, datamodule.num_classes, datamodule.in_chans, name)

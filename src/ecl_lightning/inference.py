@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.data.preprocess import InputSpec
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.evaluate import _data_config
 from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
@@ -54,7 +54,9 @@ def load_for_inference(cfg: DictConfig) -> LoadedModel:
     model = ECLModule.load_from_checkpoint(ckpt, map_location="cpu", eval=eval_cfg).eval()
     datamodule = instantiate(_data_config(cfg, ckpt))
     if not hasattr(datamodule, "input_spec"):
-        raise ConfigError(f"{type(datamodule).__name__} does not say what input its models expect (input_spec)")
+        raise ConfigError(
+            f"{type(datamodule).__name__} does not say what input its models expect (input_spec, data/protocol.py)"
+        )
     spec = datamodule.input_spec()
     if spec.channels != model.hparams.get("in_chans", 3):
         raise ConfigError(

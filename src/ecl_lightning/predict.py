@@ -21,7 +21,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image
+from ecl_lightning.data.datasets.image_files import load_image
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.recipes import eval_transform
 from ecl_lightning.inference import load_for_inference
 
 log = logging.getLogger("ecl_lightning")

@@ -25,5 +25,6 @@ def check_num_samples(trainer: L.Trainer, stage: str, num_samples: int) -> None:
         raise RuntimeError(
             f"{stage}: {num_samples} samples were evaluated over {trainer.world_size} process(es), but the "
             f"{stage} split holds {expected}. Each sample must be evaluated exactly once: under DDP the "
-            f"{stage} loader needs an unpadded distributed sampler (ecl_lightning.data.loaders.make_loader)."
+            f"{stage} loader needs an unpadded distributed sampler "
+            "(ecl_lightning.data.datamodules.loaders.make_loader)."
         )

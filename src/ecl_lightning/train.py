@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -26,10 +27,14 @@ from ecl_lightning.loggers import configure_wandb, finish_wandb, reuse_wandb_run
 from ecl_lightning.outputs import save_resolved_config, write_json, write_test_outputs
 from ecl_lightning.validate import check_config
 
+if TYPE_CHECKING:
+    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.module import ECLModule
+
 log = logging.getLogger("ecl_lightning")
 
 
-def build(cfg: DictConfig):
+def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
     check_config(cfg)  # types and ranges of every group, before any data is read
     apply_extras(cfg)  # extras.print_config / ignore_warnings
@@ -44,7 +49,7 @@ def build(cfg: DictConfig):
         torch.set_float32_matmul_precision("high")
 
     log.info("Data: %s", cfg.data._target_)
-    datamodule = instantiate(cfg.data)
+    datamodule: LongTailData = instantiate(cfg.data)
     datamodule.check()  # a missing dataset ends the run here, with where it looked and how to get it
     if ckpt is not None:
         check_data_fits(ckpt, resume, datamodule.num_classes, datamodule.in_chans, data_name(cfg))

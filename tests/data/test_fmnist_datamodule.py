@@ -10,7 +10,7 @@ import torch
 
 from datagen import FMNIST_FILES, write_idx_dataset, write_idx_file
 from ecl_lightning.data import DatasetFormatError, DatasetNotFoundError, FashionMNISTLTDataModule, read_idx
-from ecl_lightning.data import fmnist as fmnist_module
+from ecl_lightning.data.datamodules import fmnist as fmnist_module
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

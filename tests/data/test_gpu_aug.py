@@ -1,4 +1,4 @@
-"""GPU-side augmentation (data/gpu_aug.py) against the CPU transforms: exact op kernels, parameter distributions,
+"""GPU-side augmentation (data/transforms/gpu.py) against the CPU transforms: exact op kernels, parameter distributions,
 pipeline statistics, the DataModule hook and a training run with data.gpu_augment=true.
 
 Statistical checks compare two means with a bound of 4 standard errors (two-sided chance of a false failure about
@@ -17,8 +17,8 @@ from torchvision.transforms.v2 import functional as F
 
 from datagen import colour_images, grey_images
 from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModule, cifar_transforms, fmnist_transforms
-from ecl_lightning.data import gpu_aug as G
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+from ecl_lightning.data.transforms import gpu as G
 from ecl_lightning.train import train
 from helpers import compose_cfg, tiny_overrides
 

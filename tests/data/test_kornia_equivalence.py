@@ -1,4 +1,4 @@
-"""Kornia's augmentation module against data/gpu_aug.py, op by op and on the two pipelines (issue 14).
+"""Kornia's augmentation module against data/transforms/gpu.py, op by op and on the two pipelines (issue 14).
 
 Kornia (0.9.0, the `bench` extra) is not a package dependency: without it this module is skipped. The Kornia pipelines
 are those of bench/bench_augment_libs.py, whose speed figures docs/performance.md reports. Each test states one
@@ -23,8 +23,8 @@ from kornia.augmentation.auto import AutoAugment as KorniaAutoAugment  # noqa: E
 from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy  # noqa: E402
 
 from datagen import colour_images, grey_images  # noqa: E402
-from ecl_lightning.data import gpu_aug as G  # noqa: E402
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD  # noqa: E402
+from ecl_lightning.data.transforms import gpu as G  # noqa: E402
 from helpers import load_bench as load  # noqa: E402
 
 Z = 4.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ecl_lightning.data.cifar import CIFARLTDataModule
-from ecl_lightning.data.imagefolder_lt import ImageNetLTDataModule
+from datagen import write_image_folder
+from ecl_lightning.data import CIFARLTDataModule, ImageFolderDataModule, ImageNetLTDataModule
 from ecl_lightning.evaluation.logits import views_loader
 
 
@@ -31,3 +31,10 @@ def test_views_of_image_file_test_images(imagenet_lt_tree):
     dm = ImageNetLTDataModule(str(root / "splits"), str(root / "images"), num_classes=5, batch_size=4,
                               eval_batch_size=4, num_workers=0, image_size=32, resize_size=36)  # fmt: skip
     _check_views(dm, (3, 32, 32))
+
+
+def test_views_of_image_folder_test_images(tmp_path):
+    root = write_image_folder(tmp_path / "folder", [6, 5, 4, 4])
+    dm = ImageFolderDataModule(str(root), val_per_class=2, batch_size=2, eval_batch_size=4, num_workers=0,
+                               image_size=16)  # fmt: skip
+    _check_views(dm, (3, 16, 16))

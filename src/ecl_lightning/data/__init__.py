@@ -1,23 +1,34 @@
 """Long-tailed datasets: the profile, one DataModule per dataset family, and their transforms."""
 
-from ecl_lightning.data.base import ImageArrayDataset, LongTailDataModule, TwoViewDataset
-from ecl_lightning.data.cifar import CIFARLTDataModule, read_cifar_batch
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.fmnist import FashionMNISTLTDataModule, read_idx
-from ecl_lightning.data.image_folder import ImageFolderDataModule, scan_class_folders
-from ecl_lightning.data.imagefolder_lt import (
-    ImageFileDataset,
+from ecl_lightning.data.datamodules.cifar import CIFARLTDataModule
+from ecl_lightning.data.datamodules.fmnist import FashionMNISTLTDataModule
+from ecl_lightning.data.datamodules.image_folder import ImageFolderDataModule
+from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datamodules.split_file import (
     ImageNetLTDataModule,
     INaturalist2018DataModule,
     PlacesLTDataModule,
     SplitFileDataModule,
-    TwoViewImageFileDataset,
-    imagefolder_transforms,
 )
+from ecl_lightning.data.datasets.array import ImageArrayDataset
+from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
+from ecl_lightning.data.datasets.class_folders import scan_class_folders
+from ecl_lightning.data.datasets.idx import read_idx
+from ecl_lightning.data.datasets.image_files import ImageFileDataset, load_image
+from ecl_lightning.data.datasets.split_file import parse_split_json, parse_split_txt
+from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image
-from ecl_lightning.data.splitfile import parse_split_json, parse_split_txt
-from ecl_lightning.data.transforms import Cutout, cifar_transforms, fmnist_transforms
+from ecl_lightning.data.protocol import LongTailData
+from ecl_lightning.data.transforms.recipes import (
+    Cutout,
+    cifar_transforms,
+    eval_transform,
+    fmnist_transforms,
+    imagefolder_transforms,
+    small_transforms,
+)
 
 __all__ = [
     "CIFARLTDataModule",
@@ -26,16 +37,17 @@ __all__ = [
     "DatasetNotFoundError",
     "FashionMNISTLTDataModule",
     "INaturalist2018DataModule",
-    "ImageFolderDataModule",
-    "InputSpec",
     "ImageArrayDataset",
+    "ImageDataset",
     "ImageFileDataset",
+    "ImageFolderDataModule",
     "ImageNetLTDataModule",
+    "InputSpec",
+    "LongTailData",
     "LongTailDataModule",
     "PlacesLTDataModule",
     "SplitFileDataModule",
-    "TwoViewDataset",
-    "TwoViewImageFileDataset",
+    "TwoViews",
     "balanced_holdout_indices",
     "cifar_transforms",
     "eval_transform",
@@ -49,4 +61,5 @@ __all__ = [
     "read_idx",
     "scan_class_folders",
     "select_longtail_indices",
+    "small_transforms",
 ]

@@ -6,10 +6,12 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
-from ecl_lightning.data.loaders import make_loader
+from ecl_lightning.data.datamodules.loaders import make_loader
+from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
+from ecl_lightning.data.protocol import LongTailData
 
 
 @dataclass
@@ -36,44 +38,24 @@ def collect_logits(model, loader: DataLoader, device: torch.device, view: int | 
     return SplitLogits(torch.cat(label, 1), torch.cat(dist, 1) if dist else None, torch.cat(targets))
 
 
-class AugmentedViews(Dataset):
-    """(view(img), view(img), y): two independent draws of one augmentation of each image of an evaluation set.
-
-    Works for the in-memory (uint8 tensor) and the image-file datasets: the wrapped set's own transform is swapped
-    for the identity, so the raw image reaches `view`.
-    """
-
-    def __init__(self, dataset: Dataset, view) -> None:
-        self.raw = copy.copy(dataset)
-        self.raw.transform = _identity
-        self.view = view
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def __getitem__(self, i: int):
-        img, y = self.raw[i]
-        return self.view(img), self.view(img), y
+def augmented_views(dataset: ImageDataset, view: nn.Module) -> ImageDataset:
+    """A shallow copy of an evaluation set whose items are (view(img), view(img), y): two independent draws of one
+    augmentation of each stored image (the set's own transform is left as it is)."""
+    views = copy.copy(dataset)
+    views.transform = TwoViews(view, view)
+    return views
 
 
-def _identity(x):
-    return x
+def train_view(datamodule: LongTailData) -> nn.Module:
+    """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU (also
+    under gpu_augment: its CPU recipe)."""
+    return datamodule.transforms(True)[0]
 
 
-def train_view(datamodule):
-    """The datamodule's training view 1 with augmentation on (the view the label heads learn from), on the CPU."""
-    if hasattr(datamodule, "recipe"):  # the split-file benchmarks (ImageNet-LT, Places-LT, iNat)
-        from ecl_lightning.data.imagefolder_lt import imagefolder_transforms
-
-        dm = datamodule
-        return imagefolder_transforms(dm.recipe, dm.image_size, dm.resize_size, dm.mean, dm.std, augment=True)[0]
-    return datamodule._transforms(True)[0]  # Fashion-MNIST-LT, CIFAR-LT (also under gpu_augment: the CPU recipe)
-
-
-def views_loader(datamodule, dataset: Dataset) -> DataLoader:
+def views_loader(datamodule: LongTailData, dataset: ImageDataset) -> DataLoader:
     """In-order loader of two augmented views of `dataset` (one process: evaluate runs on one)."""
     return make_loader(
-        AugmentedViews(dataset, train_view(datamodule)),
+        augmented_views(dataset, train_view(datamodule)),
         datamodule.eval_batch_size,
         train=False,
         num_workers=datamodule.num_workers,

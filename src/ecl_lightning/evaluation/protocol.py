@@ -12,6 +12,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, s
 from ecl_lightning.metrics import LongTailMetrics
 from ecl_lightning.outputs import write_json
 
+if TYPE_CHECKING:
+    from ecl_lightning.data.protocol import LongTailData
+
 log = logging.getLogger("ecl_lightning")
 
 PROTOCOLS = ("balanced", "shifted")
@@ -53,7 +57,7 @@ class ShiftedOptions:
     calibrate: bool
 
 
-def check_options(cfg: DictConfig, model, datamodule) -> ShiftedOptions:
+def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOptions:
     """Every `protocol=shifted` option checked against the model and the data, before any network runs."""
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={cfg.protocol} is not one of {PROTOCOLS}")
@@ -144,7 +148,7 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if use_cuda else "cpu")
 
 
-def run_shifted(cfg: DictConfig, model, datamodule, output_dir: Path, loggers: list) -> dict[str, float]:
+def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Path, loggers: list) -> dict[str, float]:
     """Evaluate on the shifted test profiles; write metrics.json, shifted.md, the PNGs; return the flat metrics."""
     datamodule.setup("test")
     opts = check_options(cfg, model, datamodule)

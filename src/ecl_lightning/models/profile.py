@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .experts import MultiExpertNet
+
+if TYPE_CHECKING:
+    from ecl_lightning.data.protocol import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 
@@ -103,7 +107,7 @@ def model_size(net: MultiExpertNet, input_shape: Sequence[int]) -> ModelSize:
     )
 
 
-def log_model_size(module, datamodule) -> None:
+def log_model_size(module, datamodule: LongTailData | None) -> None:
     """Log parameters and per-image forward cost of the shared part and of each expert of an ECLModule, and the
     momentum encoder's size; the input shape is one evaluation image of `datamodule` (no random numbers drawn)."""
     shape = _eval_input_shape(datamodule)
@@ -115,7 +119,7 @@ def log_model_size(module, datamodule) -> None:
     log.info("Model: %s; momentum encoder %.2f M parameters (EMA, not trained)", size.summary(), momentum / 1e6)
 
 
-def _eval_input_shape(datamodule) -> tuple[int, ...] | None:
+def _eval_input_shape(datamodule: LongTailData | None) -> tuple[int, ...] | None:
     for name in ("val_set", "test_set"):
         dataset = getattr(datamodule, name, None)
         if dataset is not None and len(dataset) > 0:

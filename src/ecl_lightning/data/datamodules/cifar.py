@@ -1,18 +1,18 @@
-"""CIFAR-10-LT / CIFAR-100-LT from torchvision's extracted pickle batches, read by our own loader."""
+"""CIFAR-10-LT / CIFAR-100-LT from torchvision's extracted pickle batches (datasets/cifar_pickle.py reads them)."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from ecl_lightning.data.base import LongTailDataModule
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.gpu_aug import cifar_gpu_transforms
-from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, cifar_transforms
+from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
+from ecl_lightning.data.errors import DatasetNotFoundError
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms
+from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, cifar_transforms
 
 # folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
 LAYOUTS = {
@@ -31,35 +31,6 @@ LAYOUTS = {
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     ),
 }
-
-
-def read_cifar_batch(path: str | Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR pickle batch into (uint8 (N, 3, 32, 32), int64 (N,)); keys may be bytes or str."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-    except Exception as err:  # unpickling garbage raises almost anything (UnpicklingError, EOFError, ValueError...)
-        raise DatasetFormatError(f"{path}: not a readable CIFAR pickle batch ({type(err).__name__}: {err})") from err
-    if not isinstance(entry, dict):
-        raise DatasetFormatError(f"{path}: expected a dict, found {type(entry).__name__}")
-    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
-    for key in ("data", label_key):
-        if key not in entry:
-            raise DatasetFormatError(f"{path}: key '{key}' missing (keys: {sorted(entry)})")
-    data = np.asarray(entry["data"])
-    labels = np.asarray(entry[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DatasetFormatError(f"{path}: 'data' has shape {data.shape}, expected (N, 3072)")
-    if len(data) != len(labels):
-        raise DatasetFormatError(f"{path}: {len(data)} images but {len(labels)} labels in '{label_key}'")
-    if data.dtype != np.uint8:
-        if data.size and (data.min() < 0 or data.max() > 255):
-            raise DatasetFormatError(f"{path}: pixel values outside 0..255")
-        data = data.astype(np.uint8)
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DatasetFormatError(f"{path}: label {labels.max()} out of range 0..{num_classes - 1}")
-    return data.reshape(-1, 3, 32, 32), labels  # rows are channel-major (R plane, G plane, B plane)
 
 
 class CIFARLTDataModule(LongTailDataModule):
@@ -138,7 +109,7 @@ class CIFARLTDataModule(LongTailDataModule):
         """32x32 RGB, normalised with the CIFAR statistics (what predict and export feed the model)."""
         return InputSpec(3, 32, 32, CIFAR_MEAN, CIFAR_STD)
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return cifar_transforms(augment)
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:

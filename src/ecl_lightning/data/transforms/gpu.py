@@ -1,4 +1,4 @@
-"""Batched two-view augmentation on the device (`data.gpu_augment`): the pipelines of transforms.py, one call per batch.
+"""Batched two-view augmentation on the device (`data.gpu_augment`): the pipelines of recipes.py, one call per batch.
 
 Each op mirrors one torchvision v2 transform of the CPU path and draws its per-sample parameters as tensors on the
 batch's device (torch.rand / torch.randint, so the global seed applies) from the same distribution; no Python loop
@@ -6,7 +6,8 @@ runs over samples. Geometric ops and AutoAugment work on uint8 like the CPU path
 float in [0, 1] (the CPU path rounds to uint8 after each op; here nothing is rounded).
 
 Over 300 lines on purpose: one small function per torchvision op it mirrors, beside the pipelines that compose them.
-Whether a maintained library (Kornia's augmentation module) can replace it is an open question (docs/performance.md).
+Kept rather than Kornia's augmentation module: Kornia draws AutoAugment's sub-policy and ColorJitter's order once per
+batch, has no Cutout, and is 2.6-5x slower on Fashion-MNIST's views (docs/performance.md, bench/bench_augment_libs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 from torchvision.transforms import v2
 
-from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
+from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, device: torch.device) -> Tensor:

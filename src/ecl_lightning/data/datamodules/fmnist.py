@@ -1,18 +1,18 @@
-"""Fashion-MNIST-LT: the four IDX files, read by a small numpy reader; a class-balanced val split."""
+"""Fashion-MNIST-LT: the four IDX files (datasets/idx.py reads them), a class-balanced val split."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from ecl_lightning.data.base import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.gpu_aug import fmnist_gpu_transforms
-from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.transforms import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.gpu import fmnist_gpu_transforms
+from ecl_lightning.data.transforms.recipes import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
 
 # Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
@@ -23,36 +23,6 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x0803: ubyte, 3 dims; 0x0801: ubyte, 1 dim
-
-
-def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
-    """Read an IDX ubyte file (gzipped or not) into a uint8 array, checking magic number, dims and size."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        with (gzip.open if gzipped else open)(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut-off gzip stream an EOFError
-        raise DatasetFormatError(f"{path}: cannot read the file ({err}); re-download it") from err
-    if len(raw) < 4:
-        raise DatasetFormatError(f"{path}: {len(raw)} bytes, too short to be an IDX file")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != expected_magic:
-        raise DatasetFormatError(f"{path}: IDX magic number {magic}, expected {expected_magic}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetFormatError(f"{path}: truncated IDX header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims))
-    if len(raw) - header != size:
-        raise DatasetFormatError(
-            f"{path}: header announces dims {dims} ({size} bytes of data) but the file holds "
-            f"{len(raw) - header}; the file is truncated or corrupt, re-download it"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +114,7 @@ class FashionMNISTLTDataModule(LongTailDataModule):
         """28x28 grey, normalised with the Fashion-MNIST statistics (what predict and export feed the model)."""
         return InputSpec(1, 28, 28, FMNIST_MEAN, FMNIST_STD)
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         return fmnist_transforms(augment)
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:

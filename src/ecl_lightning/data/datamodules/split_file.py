@@ -7,116 +7,36 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.loaders import DataLoadersMixin
-from ecl_lightning.data.preprocess import InputSpec
-from ecl_lightning.data.splitfile import (
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.image_files import ImageFileDataset
+from ecl_lightning.data.datasets.split_file import (
     SplitEntries,
     describe_problems,
-    load_rgb,
     missing_files,
     parse_split_json,
     parse_split_txt,
     undecodable_files,
     unreadable_headers,
 )
+from ecl_lightning.data.datasets.views import TwoViews
+from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.recipes import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INAT_MEAN,
+    INAT_STD,
+    imagefolder_transforms,
+)
 
 log = logging.getLogger("ecl_lightning")
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
-
-
-class ImageFileDataset(Dataset):
-    """(x, y) pairs from image files under `root`, decoded with PIL when an item is read."""
-
-    def __init__(self, root: str | Path, files: list[str], targets: list[int], transform: nn.Module) -> None:
-        self.root = Path(root)
-        # One numpy array of UTF-8 bytes, not a list of str: forked loader workers would touch every str's refcount
-        # and so copy the whole list (GBs at 437k paths x 8 workers); bytes also take a quarter of numpy's '<U'.
-        self._files = np.array([f.encode() for f in files], dtype=np.bytes_)
-        self.targets = torch.as_tensor(targets, dtype=torch.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def file(self, i: int) -> str:
-        """The i-th image path, relative to `root`."""
-        return self._files[i].decode()
-
-    @property
-    def files(self) -> list[str]:
-        """All image paths, relative to `root` (builds a list: for inspection, not for the loader)."""
-        return [f.decode() for f in self._files]
-
-    def load(self, i: int) -> Image.Image:
-        return load_rgb(self.root / self.file(i))
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.load(i)), self.targets[i]
-
-
-class TwoViewImageFileDataset(ImageFileDataset):
-    """(x1, x2, y): two augmented views of one decoded image (query and key of the contrastive branch)."""
-
-    def __init__(
-        self, root: str | Path, files: list[str], targets: list[int], view1: nn.Module, view2: nn.Module
-    ) -> None:
-        super().__init__(root, files, targets, view1)
-        self.view2 = view2
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = self.load(i)
-        return self.transform(img), self.view2(img), self.targets[i]
-
-
-def imagefolder_transforms(
-    recipe: str,
-    image_size: int = 224,
-    resize_size: int = 256,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-    augment: bool = True,
-) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(view 1, view 2, eval) on PIL images (docs/method.md 4). recipe `randaugment`: view 1 RRC, flip, jitter,
-    RandAugment n2 m10 (ImageNet-LT, iNat); `simclr`: both views SimCLR (Places-LT). Eval: resize, centre crop."""
-    if recipe not in ("randaugment", "simclr"):
-        raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")
-    norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
-    evaluate = v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size), *norm])
-    if not augment:
-        return evaluate, evaluate, evaluate
-    blur_kernel = int(0.1 * image_size) // 2 * 2 + 1  # SimCLR: 10% of the side, odd (23 at 224)
-    simclr = v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
-            *norm,
-        ]
-    )
-    if recipe == "simclr":
-        return simclr, simclr, evaluate
-    # PaCo / NCL's ImageNet-LT view: jitter always on, without hue, then RandAugment.
-    view1 = v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.4, 0.4, 0.4),
-            v2.RandAugment(num_ops=2, magnitude=10),
-            *norm,
-        ]
-    )
-    return view1, simclr, evaluate
+DECODE_FIX = (
+    "Replace the file or remove its line from the split file (data.verify_images=true decodes every image before "
+    "training)"
+)
 
 
 class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
@@ -183,6 +103,10 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         """RGB, shorter side resized to resize_size, centre crop image_size, normalised (the eval transform)."""
         return InputSpec(3, self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
 
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(train view 1, train view 2, eval) on decoded PIL images: the benchmark's `recipe`, size and statistics."""
+        return imagefolder_transforms(self.recipe, self.image_size, self.resize_size, self.mean, self.std, augment)
+
     # ---- files ------------------------------------------------------------------------------------------
     def split_files(self) -> tuple[str, dict[str, Path]]:
         """(format, {split: path}) of the split files; DatasetNotFoundError listing what is missing."""
@@ -247,18 +171,15 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
                 "%s: %d of %d classes have no training image (first: %s); check data.num_classes",
                 self.files["train"], len(empty), self.num_classes, empty[:5].tolist(),
             )  # fmt: skip
-        view1, view2, evaluate = imagefolder_transforms(
-            self.recipe, self.image_size, self.resize_size, self.mean, self.std, self.augment
-        )
-        train = splits["train"]
-        self.train_set = TwoViewImageFileDataset(self.image_root, train.files, train.labels, view1, view2)
-        self.val_set = (
-            ImageFileDataset(self.image_root, splits["val"].files, splits["val"].labels, evaluate)
-            if self.has_val
-            else None
-        )
-        self.test_set = ImageFileDataset(self.image_root, splits["test"].files, splits["test"].labels, evaluate)
+        view1, view2, evaluate = self.transforms(self.augment)
+        self.train_set = self._dataset(splits["train"], TwoViews(view1, view2))
+        self.val_set = self._dataset(splits["val"], evaluate) if self.has_val else None
+        self.test_set = self._dataset(splits["test"], evaluate)
         self._ready = True
+
+    def _dataset(self, entries: SplitEntries, transform: nn.Module) -> ImageFileDataset:
+        """The images of one split, decoded per item; a file that cannot be decoded names its split-file fix."""
+        return ImageFileDataset(self.image_root, entries.files, entries.labels, transform, fix=DECODE_FIX)
 
     def subset_info(self) -> dict:
         """JSON-serialisable record of the data used: split files, image root, counts per split and class."""

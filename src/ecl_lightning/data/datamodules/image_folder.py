@@ -7,34 +7,32 @@ Two layouts (README "Your own data"):
 Without a test/ folder the test split is the validation split (said in the log). The class counts, so the prior and
 the shot splits, come from the training images; `imbalance_factor` cuts a balanced folder into a long-tailed one.
 Every problem of the folder (an empty class, fewer than two classes, a class of val/test missing from train, a file
-that is not an image with `verify_images`) is gathered into one error, one line per path, before training.
+that is not an image with `verify_images`; datasets/class_folders.py finds them) is gathered into one error, one line
+per path, before training.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.class_folders import class_folder_problems, scan_class_folders
+from ecl_lightning.data.datasets.image_files import ImageFileDataset
+from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
-from ecl_lightning.data.imagefolder_lt import (
+from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.longtail import longtail_counts
+from ecl_lightning.data.transforms.recipes import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ImageFileDataset,
-    TwoViewImageFileDataset,
     imagefolder_transforms,
+    small_transforms,
 )
-from ecl_lightning.data.loaders import DataLoadersMixin
-from ecl_lightning.data.longtail import longtail_counts
-from ecl_lightning.data.preprocess import InputSpec, eval_transform, load_image, to_normalised
 
 log = logging.getLogger("ecl_lightning")
 
@@ -42,103 +40,6 @@ log = logging.getLogger("ecl_lightning")
 PRESETS = {"small": (32, 32), "imagenet": (224, 256)}
 SPLITS = ("train", "val", "test")
 MAX_SHOWN = 10  # problems quoted per kind in the error
-
-
-def image_extensions() -> frozenset[str]:
-    """File extensions PIL can open (lower case, with the dot)."""
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
-
-
-@dataclass
-class ClassFolders:
-    """The image files under one folder of class sub-folders: class names (sorted) and, per class, paths relative
-    to `root` (sorted); `others` are files skipped for their extension, `loose` files lying outside any class."""
-
-    root: Path
-    names: list[str]
-    files: list[list[str]]
-    others: list[str]
-    loose: list[str]
-
-
-def scan_class_folders(root: Path, all_files: bool = False) -> ClassFolders:
-    """List root/<class>/**/<file>; hidden files and folders are skipped; `all_files` keeps every file as an image
-    candidate (for `verify_images`), else only files with an image extension."""
-    exts = image_extensions()
-    names, files, others = [], [], []
-    loose = sorted(e.name for e in os.scandir(root) if e.is_file() and not e.name.startswith("."))
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        found = []
-        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                rel = os.path.relpath(os.path.join(dirpath, name), root)
-                (found if all_files or os.path.splitext(name)[1].lower() in exts else others).append(rel)
-        names.append(entry.name)
-        files.append(found)
-    return ClassFolders(root, names, files, others, loose)
-
-
-def unreadable_images(root: Path, files: list[str], channels: int, workers: int = 1) -> list[tuple[str, str]]:
-    """(path, reason) of each file PIL cannot decode; threads, since PIL decodes without the GIL."""
-
-    def check(rel: str) -> tuple[str, str] | None:
-        try:
-            load_image(root / rel, channels)
-        except DatasetFormatError as err:
-            return rel, f"{type(err.__cause__).__name__}: {err.__cause__}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return [r for r in pool.map(check, files) if r is not None]
-
-
-def _load_checked(path: Path, channels: int) -> Image.Image:
-    try:
-        return load_image(path, channels)
-    except DatasetFormatError as err:
-        raise DatasetFormatError(
-            f"{err}. Replace or remove the file; data.verify_images=true checks every image before training"
-        ) from err.__cause__
-
-
-class FolderImageDataset(ImageFileDataset):
-    """(x, y) from image files under `root`, decoded as grey (channels 1) or RGB."""
-
-    def __init__(self, root, files, targets, transform: nn.Module, channels: int = 3) -> None:
-        super().__init__(root, files, targets, transform)
-        self.channels = channels
-
-    def load(self, i: int) -> Image.Image:
-        return _load_checked(self.root / self.file(i), self.channels)
-
-
-class TwoViewFolderImageDataset(TwoViewImageFileDataset):
-    """(x1, x2, y): two augmented views of one decoded image, grey or RGB."""
-
-    def __init__(self, root, files, targets, view1: nn.Module, view2: nn.Module, channels: int = 3) -> None:
-        super().__init__(root, files, targets, view1, view2)
-        self.channels = channels
-
-    def load(self, i: int) -> Image.Image:
-        return _load_checked(self.root / self.file(i), self.channels)
-
-
-def small_transforms(spec: InputSpec, crop_padding: int, augment: bool = True) -> tuple[nn.Module, ...]:
-    """(view 1, view 2, eval) of the `small` preset on PIL images: resize + centre crop to the image size, then
-    random crop with padding + flip (view 2 adds random erasing): the Fashion-MNIST recipe at any small size."""
-    evaluate = eval_transform(spec)
-    if not augment:
-        return evaluate, evaluate, evaluate
-    size = [v2.Resize(spec.resize_size, antialias=True), v2.CenterCrop(spec.image_size)]
-    geometric = [v2.RandomCrop(spec.image_size, padding=crop_padding), v2.RandomHorizontalFlip()]
-    view1 = v2.Compose([*size, *geometric, *to_normalised(spec)])
-    view2 = v2.Compose([*size, *geometric, *to_normalised(spec), v2.RandomErasing(value=0.0)])
-    return view1, view2, evaluate
 
 
 class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
@@ -220,6 +121,13 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
         """What the model trained on this data expects (eval preprocessing): used by predict and export."""
         return self.spec
 
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(train view 1, train view 2, eval) on decoded PIL images: the `small` recipe, or the ImageNet-LT one."""
+        if self.preset == "small":
+            return small_transforms(self.spec, self.crop_padding, augment)
+        spec = self.spec
+        return imagefolder_transforms("randaugment", spec.image_size, spec.resize_size, spec.mean, spec.std, augment)
+
     def split_dirs(self) -> dict[str, Path]:
         """{split: folder} of the folders given: train/val/test under the root, or the root itself as `train`."""
         if not self.split_layout:
@@ -236,42 +144,7 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
                 "one sub-folder of images per class (or train/, val/, test/ folders that do)"
             )
         scans = {s: scan_class_folders(d, all_files=self.verify_images) for s, d in self.split_dirs().items()}
-        problems: list[str] = []
-        train = scans["train"]
-        if len(train.names) < 2:
-            problems.append(
-                f"{train.root}: {len(train.names)} class folder(s) ({', '.join(train.names) or 'none'}); a classifier "
-                "needs at least two: put each class's images in its own sub-folder, <root>/<class>/<image>"
-            )
-        for split, scan in scans.items():
-            for name, files in zip(scan.names, scan.files, strict=True):
-                if not files:
-                    problems.append(
-                        f"{scan.root / name}: class folder with no image files; add images or remove the folder"
-                    )
-                if split != "train" and name not in train.names:
-                    problems.append(
-                        f"{scan.root / name}: class {name!r} of the {split} split has no folder in {train.root}; "
-                        f"add its training images there or remove the folder"
-                    )
-            if scan.others:
-                log.warning(
-                    "%s: %d file(s) skipped, not images by their extension (first: %s); data.verify_images=true "
-                    "checks every file", scan.root, len(scan.others), scan.root / scan.others[0],
-                )  # fmt: skip
-            if scan.loose:
-                log.warning(
-                    "%s: %d file(s) outside any class folder are ignored (first: %s)",
-                    scan.root, len(scan.loose), scan.root / scan.loose[0],
-                )  # fmt: skip
-        if self.verify_images and not problems:
-            for scan in scans.values():
-                everything = [f for files in scan.files for f in files]
-                bad = unreadable_images(scan.root, everything, self.in_chans, workers=max(1, self.num_workers))
-                problems += [
-                    f"{scan.root / rel}: not an image PIL can read ({reason}); remove or replace it"
-                    for rel, reason in bad
-                ]
+        problems = class_folder_problems(scans, self.verify_images, self.in_chans, workers=max(1, self.num_workers))
         if problems:
             shown = problems[:MAX_SHOWN]
             more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -362,19 +235,13 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
             log.info("%s has no test/ folder: the test split is the validation split.", self.root)
             self.splits["test"] = self.splits["val"]
 
-        if self.preset == "small":
-            view1, view2, evaluate = small_transforms(self.spec, self.crop_padding, self.augment)
-        else:
-            view1, view2, _ = imagefolder_transforms(
-                "randaugment", self.spec.image_size, self.spec.resize_size, self.spec.mean, self.spec.std, self.augment
-            )
-            evaluate = eval_transform(self.spec)
+        view1, view2, evaluate = self.transforms(self.augment)
         chans = self.in_chans
-        self.train_set = TwoViewFolderImageDataset(self.root, *self.splits["train"], view1, view2, channels=chans)
+        self.train_set = ImageFileDataset(self.root, *self.splits["train"], TwoViews(view1, view2), channels=chans)
         self.val_set = (
-            FolderImageDataset(self.root, *self.splits["val"], evaluate, channels=chans) if self.has_val else None
+            ImageFileDataset(self.root, *self.splits["val"], evaluate, channels=chans) if self.has_val else None
         )
-        self.test_set = FolderImageDataset(self.root, *self.splits["test"], evaluate, channels=chans)
+        self.test_set = ImageFileDataset(self.root, *self.splits["test"], evaluate, channels=chans)
         self._ready = True
 
     def subset_info(self) -> dict:

@@ -8,42 +8,18 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from ecl_lightning.data.loaders import DataLoadersMixin
+from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.array import ImageArrayDataset
+from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-
-
-class ImageArrayDataset(Dataset):
-    """(x, y) pairs from a uint8 (N, C, H, W) tensor, one transform per item."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: nn.Module) -> None:
-        self.images, self.targets, self.transform = images, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.targets[i]
-
-
-class TwoViewDataset(ImageArrayDataset):
-    """(x1, x2, y): two augmented views of one image (query and key of the contrastive branch)."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, view1: nn.Module, view2: nn.Module) -> None:
-        super().__init__(images, targets, view1)
-        self.view2 = view2
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = self.images[i]
-        return self.transform(img), self.view2(img), self.targets[i]
 
 
 class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
     """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
 
     Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`,
-    `_transforms` and `_gpu_transforms`.
+    `transforms`, `_gpu_transforms` and `input_spec` (the rest of the LongTailData interface, data/protocol.py).
 
     With `gpu_augment`, the train loader yields (uint8 images, y) and `on_after_batch_transfer` builds the two views
     batched on the device during training, so workers only index and collate.
@@ -100,12 +76,12 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
         """(train uint8 (N,C,H,W), train int64 (N,), test uint8 (M,C,H,W), test int64 (M,)) in file order."""
         raise NotImplementedError
 
-    def _transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    def transforms(self, augment: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(train view 1, train view 2, eval) transforms on uint8 CHW tensors."""
         raise NotImplementedError
 
     def _gpu_transforms(self, augment: bool) -> nn.Module:
-        """The batched train views (data/gpu_aug.py): uint8 (B, C, H, W) -> (view 1, view 2)."""
+        """The batched train views (data/transforms/gpu.py): uint8 (B, C, H, W) -> (view 1, view 2)."""
         raise NotImplementedError
 
     # ---- LightningDataModule API ----------------------------------------------------------------------
@@ -134,17 +110,17 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
         self.val_indices = (
             balanced_holdout_indices(train_y, self.train_indices, self.val_per_class) if self.has_val else None
         )
-        view1, view2, evaluate = self._transforms(self.augment)
+        view1, view2, evaluate = self.transforms(self.augment)
 
         def tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None):
             x, y = (x[idx], y[idx]) if idx is not None else (x.copy(), y)  # copy: the reader's buffer is read-only
             return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
 
         if self.gpu_augment:  # uint8 images as stored; the views are built on the device (on_after_batch_transfer)
-            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices), nn.Identity())
+            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices))
             self.gpu_views = self._gpu_transforms(self.augment)
         else:
-            self.train_set = TwoViewDataset(*tensors(train_x, train_y, self.train_indices), view1, view2)
+            self.train_set = ImageArrayDataset(*tensors(train_x, train_y, self.train_indices), TwoViews(view1, view2))
         self.val_set = (
             ImageArrayDataset(*tensors(train_x, train_y, self.val_indices), evaluate) if self.has_val else None
         )

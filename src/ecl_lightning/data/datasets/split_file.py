@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from ecl_lightning.data.datasets.image_files import load_image, undecodable
 from ecl_lightning.data.errors import DatasetFormatError
 
 MAX_SHOWN = 5  # bad lines quoted in an error message, per split file
@@ -173,31 +174,9 @@ def missing_files(root: str | Path, files: Sequence[str]) -> list[int]:
     return missing
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file into an RGB PIL image; any failure becomes a DatasetFormatError naming the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise DatasetFormatError(
-            f"cannot decode image {path}: {type(err).__name__}: {err}. Replace the file or remove its line from "
-            "the split file (data.verify_images=true decodes every image before training)"
-        ) from err
-
-
 def undecodable_files(root: str | Path, files: Sequence[str], workers: int = 1) -> list[tuple[int, str]]:
-    """(position, error) of each file that PIL cannot decode; threads, since PIL decodes without the GIL."""
-
-    def check(i: int) -> tuple[int, str] | None:
-        try:
-            load_rgb(os.path.join(root, files[i]))
-        except DatasetFormatError as err:
-            cause = err.__cause__
-            return i, f"cannot decode image {files[i]}: {type(cause).__name__}: {cause}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return [r for r in pool.map(check, range(len(files))) if r is not None]
+    """(position, error) of each file that PIL cannot decode as RGB (a full decode per file)."""
+    return [(i, f"cannot decode image {files[i]}: {reason}") for i, reason in undecodable(root, files, 3, workers)]
 
 
 # How far from its end a complete file has its end marker (JPEG EOI, PNG IEND chunk); a few cameras and editors
@@ -219,7 +198,7 @@ def header_problem(path: str | Path) -> str | None:
             with open(path, "rb") as f:
                 f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
                 if marker not in f.read():
-                    load_rgb(path)  # raises when it is really cut short
+                    load_image(path, 3)  # raises when it is really cut short
     except DatasetFormatError as err:
         cause = err.__cause__
         return f"{type(cause).__name__}: {cause}"
