@@ -14,9 +14,9 @@ the first `--warmup` batches of each pass (worker start-up excluded).
 batched on `--device` after transfer (the DataModule's on_after_batch_transfer); that time is included.
 
 The split-file datasets (imagenet_lt, places_lt, inat2018) read `--jpegs` generated training JPEGs (photo-like 1/f
-noise, `--jpeg-size` 500x375 at `--quality` 90, ~120 KB each as ILSVRC-2012's; half as many per split for val and
-test) in the dataset's split-file layout, written once under `--jpeg-dir` and reused, with batches of
-`--split-batch`. Rows: decoding alone in this process (PIL; torchvision.io.decode_jpeg on the CPU; on CUDA, batched,
+noise, `--jpeg-size` 500x375 at `--quality` 90, ~120 KB each as ILSVRC-2012's; 64 distinct photos in turn; half as
+many per split for val and test) in the dataset's split-file layout, written once under `--jpeg-dir` and reused, in
+batches of `--split-batch`. Rows: decoding alone in this process (PIL; torchvision.io.decode_jpeg on the CPU; on CUDA, batched,
 with `--device cuda`); the training loader (both views) and the test loader (resize, centre crop) with
 `data.decode=pil` (all work in the workers) and `data.decode=bytes` (workers read the files; this process decodes
 and builds the views on `--device`, the DataModule's transfer_batch_to_device, timed). With 0 workers every figure is
@@ -46,6 +46,7 @@ from datagen import write_cifar_dataset, write_idx_dataset, write_split_tree  # 
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_FILE = ("imagenet_lt", "places_lt", "inat2018")
 SPLIT_CLASSES = 8  # generated classes (balanced): throughput does not depend on the labels
+SPLIT_DISTINCT = 64  # distinct photos, written in turn: a large tree is written in seconds, each file decodes alike
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,12 +131,13 @@ def split_tree(dataset: str, args) -> Path:
     """The generated JPEG tree of `dataset` for these arguments, written on first use (a `complete` marker)."""
     width, height = (int(v) for v in args.jpeg_size.split("x"))
     per_class = max(1, args.jpegs // SPLIT_CLASSES)
-    root = args.jpeg_dir / f"{dataset}_{per_class * SPLIT_CLASSES}_{width}x{height}_q{args.quality}"
+    name = f"{dataset}_{per_class * SPLIT_CLASSES}_{width}x{height}_q{args.quality}_d{SPLIT_DISTINCT}"
+    root = args.jpeg_dir / name
     if not (root / "complete").is_file():
         print(f"writing {per_class * SPLIT_CLASSES} training JPEGs and their val/test images to {root}")
         write_split_tree(
             root, dataset, SPLIT_CLASSES, [per_class] * SPLIT_CLASSES, max(1, per_class // 2),
-            size=(width, height), natural=True, quality=args.quality,
+            size=(width, height), natural=True, quality=args.quality, distinct=SPLIT_DISTINCT,
         )  # fmt: skip
         (root / "complete").touch()
     return root

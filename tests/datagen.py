@@ -7,6 +7,7 @@ the class) plus noise, so a tiny model can learn something. Classes are interlea
 from __future__ import annotations
 
 import gzip as gzip_module
+import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,13 +196,15 @@ def write_split_tree(
     seed: int = 0,
     natural: bool = False,
     quality: int = 90,
+    distinct: int | None = None,
 ) -> Path:
     """Write JPEGs under root/images in the dataset's layout and its split files under root/splits.
 
     dataset: imagenet_lt | places_lt (train, val, test splits) | inat2018 (train, val; also train2018.json and
     val2018.json). Val images of ImageNet-LT / Places-LT / iNat come from the train folders, after the train ones.
     Lines are in a random order (classes interleaved). size: the side of the square test images, or (width,
-    height) with natural=True: photo-like content (`natural_image`) saved at `quality`, for realistic file sizes.
+    height) with natural=True: photo-like content (`natural_image`) saved at `quality`, for realistic file sizes;
+    `distinct` photos, cycled, when given (a large tree written fast: each file still decodes as a photo does).
     """
     from PIL import Image
 
@@ -216,6 +219,17 @@ def write_split_tree(
     if not natural and width != height:
         raise ValueError(f"the class-pattern images are square; got size {size} (use natural=True)")
     offsets = {"train": 0, "val": max(per_class_train), "test": 0}  # val images follow the train ones in a folder
+    photos: list[bytes] = []  # with `distinct`: the photos written so far, reused in turn
+
+    def photo(k: int) -> bytes:
+        if distinct is not None and k >= distinct:
+            return photos[k % distinct]
+        buf = io.BytesIO()
+        Image.fromarray(natural_image(rng, width, height)).save(buf, format="JPEG", quality=quality)
+        photos.append(buf.getvalue())
+        return photos[-1]
+
+    written = 0
     for split, file_name in names.items():
         counts = per_class_train if split == "train" else [per_class_eval] * num_classes
         items = [
@@ -227,7 +241,8 @@ def write_split_tree(
         for rel, label in items:
             if natural:
                 (images / rel).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(natural_image(rng, width, height)).save(images / rel, format="JPEG", quality=quality)
+                (images / rel).write_bytes(photo(written))
+                written += 1
             else:
                 write_jpeg(images / rel, label, rng, size)
         (splits / file_name).write_text("".join(f"{rel} {label}\n" for rel, label in items))
