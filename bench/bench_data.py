@@ -16,8 +16,8 @@ batched on `--device` after transfer (the DataModule's on_after_batch_transfer);
 The split-file datasets (imagenet_lt, places_lt, inat2018) read `--jpegs` generated training JPEGs (photo-like 1/f
 noise, `--jpeg-size` 500x375 at `--quality` 90, ~120 KB each as ILSVRC-2012's; 64 distinct photos in turn; half as
 many per split for val and test) in the dataset's split-file layout, written once under `--jpeg-dir` and reused, in
-batches of `--split-batch`. Rows: decoding alone in this process (PIL; torchvision.io.decode_jpeg on the CPU; on CUDA, batched,
-with `--device cuda`); the training loader (both views) and the test loader (resize, centre crop) with
+batches of `--split-batch`. Rows: decoding alone in this process (PIL; torchvision.io.decode_jpeg on the CPU; on
+CUDA, batched, with `--device cuda`); the training loader (both views) and the test loader (resize, centre crop) with
 `data.decode=pil` (all work in the workers) and `data.decode=bytes` (workers read the files; this process decodes
 and builds the views on `--device`, the DataModule's transfer_batch_to_device, timed). With 0 workers every figure is
 the work of one process: images/s per worker process (per main process for the bytes path's decode and views).
