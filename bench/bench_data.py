@@ -32,12 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from ecl_lightning.data.encoded import EncodedBatch
+from ecl_lightning.data.encoded import EncodedBatch, EncodedImageDataset
 from ecl_lightning.data.splitfile import load_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the real-format writers of the test suite
@@ -155,8 +156,11 @@ def build_split_datamodule(dataset: str, root: Path, workers: int, args, decode:
 
 
 def decode_rates(root: Path, files: list[str], args, device: torch.device) -> list[tuple[str, float]]:
-    """Images/s of decoding alone, in this process: PIL, torchvision.io on the CPU, and batched on CUDA."""
+    """Images/s of a data.decode=bytes worker's work (read a file, pack a batch), and of decoding alone, in this
+    process: PIL, torchvision.io on the CPU, and batched on CUDA."""
     paths = [str(root / "images" / f) for f in files]
+    names, labels = np.array([f.encode() for f in files]), torch.zeros(len(files), dtype=torch.int64)
+    encoded = EncodedImageDataset(root / "images", names, labels, train=True)
 
     def rate(decode) -> float:
         times = []
@@ -166,8 +170,9 @@ def decode_rates(root: Path, files: list[str], args, device: torch.device) -> li
             times.append(time.perf_counter() - start)
         return len(paths) / statistics.median(times)
 
-    rgb = ImageReadMode.RGB
+    rgb, ids = ImageReadMode.RGB, range(len(files))
     rows = [
+        ("read only: a data.decode=bytes worker", rate(lambda: encoded.collate_fn([*map(encoded.__getitem__, ids)]))),
         ("decode only: PIL", rate(lambda: [load_rgb(p) for p in paths])),
         ("decode only: torchvision.io (cpu)", rate(lambda: [decode_jpeg(read_file(p), mode=rgb) for p in paths])),
     ]
