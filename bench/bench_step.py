@@ -46,7 +46,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "bare_compile": ("bare", ["model.compile=true"]),
     "lightning_compile": ("lightning", ["model.compile=true"]),
 }
-SHAPES = {"fmnist_lt": (1, 28, 28, 10), "cifar10_lt": (3, 32, 32, 10), "cifar100_lt": (3, 32, 32, 100)}
+SHAPES = {
+    "fmnist_lt": (1, 28, 28, 10),
+    "cifar10_lt": (3, 32, 32, 10),
+    "cifar100_lt": (3, 32, 32, 100),
+    "imagenet_lt": (3, 224, 224, 1000),  # the GPU rate the input pipeline must feed (docs/performance.md)
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

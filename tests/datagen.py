@@ -7,6 +7,7 @@ the class) plus noise, so a tiny model can learn something. Classes are interlea
 from __future__ import annotations
 
 import gzip as gzip_module
+import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,6 +152,20 @@ def write_jpeg(path: Path, label: int, rng: np.random.Generator, size: int = 40)
     Image.fromarray(pixels).save(path, format="JPEG", quality=90)
 
 
+def natural_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """(height, width, 3) uint8 noise with the 1/f amplitude spectrum of natural photos and correlated channels; saved
+    at 500x375, JPEG quality 90, about 120 KB, as ILSVRC-2012's photos (~110 KB on average: 140 GB / 1.28 M files)."""
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    f[0, 0] = 1.0
+    mix = np.array([[1.0, 0.6, 0.4], [0.6, 1.0, 0.6], [0.4, 0.6, 1.0]])
+    noise = np.einsum("ij,jhw->ihw", mix, rng.standard_normal((3, height, width)))
+    img = np.fft.irfft2(np.fft.rfft2(noise) / f, s=(height, width))
+    img = (img - img.mean((1, 2), keepdims=True)) / img.std((1, 2), keepdims=True)
+    img = img * 55 + rng.uniform(90, 150, (3, 1, 1))
+    return img.transpose(1, 2, 0).clip(0, 255).astype(np.uint8)
+
+
 def _split_tree_paths(dataset: str, label: int, k: int, split: str) -> str:
     """The relative path of the k-th image of class `label` in the dataset's real directory layout."""
     if dataset == "imagenet_lt":
@@ -177,15 +192,22 @@ def write_split_tree(
     num_classes: int,
     per_class_train: Sequence[int],
     per_class_eval: int,
-    size: int = 40,
+    size: int | tuple[int, int] = 40,
     seed: int = 0,
+    natural: bool = False,
+    quality: int = 90,
+    distinct: int | None = None,
 ) -> Path:
     """Write JPEGs under root/images in the dataset's layout and its split files under root/splits.
 
     dataset: imagenet_lt | places_lt (train, val, test splits) | inat2018 (train, val; also train2018.json and
     val2018.json). Val images of ImageNet-LT / Places-LT / iNat come from the train folders, after the train ones.
-    Lines are in a random order (classes interleaved).
+    Lines are in a random order (classes interleaved). size: the side of the square test images, or (width,
+    height) with natural=True: photo-like content (`natural_image`) saved at `quality`, for realistic file sizes;
+    `distinct` photos, cycled, when given (a large tree written fast: each file still decodes as a photo does).
     """
+    from PIL import Image
+
     if len(per_class_train) != num_classes:
         raise ValueError(f"per_class_train has {len(per_class_train)} entries, expected {num_classes}")
     root = Path(root)
@@ -193,7 +215,21 @@ def write_split_tree(
     splits.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = SPLIT_TREE_NAMES[dataset]
+    width, height = (size, size) if isinstance(size, int) else size
+    if not natural and width != height:
+        raise ValueError(f"the class-pattern images are square; got size {size} (use natural=True)")
     offsets = {"train": 0, "val": max(per_class_train), "test": 0}  # val images follow the train ones in a folder
+    photos: list[bytes] = []  # with `distinct`: the photos written so far, reused in turn
+
+    def photo(k: int) -> bytes:
+        if distinct is not None and k >= distinct:
+            return photos[k % distinct]
+        buf = io.BytesIO()
+        Image.fromarray(natural_image(rng, width, height)).save(buf, format="JPEG", quality=quality)
+        photos.append(buf.getvalue())
+        return photos[-1]
+
+    written = 0
     for split, file_name in names.items():
         counts = per_class_train if split == "train" else [per_class_eval] * num_classes
         items = [
@@ -203,20 +239,29 @@ def write_split_tree(
         ]
         items = [items[i] for i in rng.permutation(len(items))]
         for rel, label in items:
-            write_jpeg(images / rel, label, rng, size)
+            if natural:
+                (images / rel).parent.mkdir(parents=True, exist_ok=True)
+                (images / rel).write_bytes(photo(written))
+                written += 1
+            else:
+                write_jpeg(images / rel, label, rng, size)
         (splits / file_name).write_text("".join(f"{rel} {label}\n" for rel, label in items))
         if dataset == "inat2018":
             _write_inat_json(
-                splits / f"{split}2018.json", items, num_classes, size, id_start=0 if split == "train" else 100_000
+                splits / f"{split}2018.json", items, num_classes, (width, height), 0 if split == "train" else 100_000
             )
     return root
 
 
-def _write_inat_json(path: Path, items: list[tuple[str, int]], num_classes: int, size: int, id_start: int) -> None:
+def _write_inat_json(
+    path: Path, items: list[tuple[str, int]], num_classes: int, size: tuple[int, int], id_start: int
+) -> None:
     """The official iNat 2018 json: images [{id, file_name, width, height}], annotations, categories."""
     import json
 
-    images = [{"id": id_start + i, "file_name": rel, "width": size, "height": size} for i, (rel, _) in enumerate(items)]
+    images = [
+        {"id": id_start + i, "file_name": rel, "width": size[0], "height": size[1]} for i, (rel, _) in enumerate(items)
+    ]
     annotations = [{"id": i, "image_id": id_start + i, "category_id": label} for i, (_, label) in enumerate(items)]
     categories = [{"id": c, "name": f"species {c}", "supercategory": "Plantae"} for c in range(num_classes)]
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))

@@ -34,6 +34,27 @@ def test_bench_data_measures_both_pipelines(capsys):
     assert all(float(line.strip("|").split("|")[-1]) > 0 for line in lines)
 
 
+def test_bench_data_measures_the_split_file_pipelines(tmp_path, capsys):
+    bench = load("bench_data")
+    bench.main(["--datasets", "imagenet_lt", "--jpegs", "16", "--jpeg-size", "64x48", "--split-batch", "4",
+                "--workers", "0", "--batches", "2", "--warmup", "1", "--repeats", "1",
+                "--jpeg-dir", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| imagenet_lt")]
+    rows = {cells[3].strip(): float(cells[4]) for cells in lines}
+    assert all(rate > 0 for rate in rows.values())
+    assert {
+        "read only: a data.decode=bytes worker",
+        "decode only: PIL",
+        "decode only: torchvision.io (cpu)",
+        "PIL decode + two views in the workers",
+        "PIL decode + eval crop in the workers",
+        "bytes: read in the workers, batched decode + two views on cpu",
+        "bytes: read in the workers, batched decode + eval crop on cpu",
+    } == set(rows)
+    assert all("generated 64x48 q90" in cells[1] for cells in lines)
+
+
 def test_bench_image_check_times_both_checks(tmp_path, capsys):
     load("bench_image_check").main(["--files", "4", "--dir", str(tmp_path), "--repeats", "1", "--workers", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| header", "| decode"))]

@@ -3,7 +3,7 @@ evaluation exact."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +49,7 @@ def make_loader(
     pin_memory: bool,
     persistent_workers: bool,
     trainer: L.Trainer | None = None,
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
     """Train: shuffled, full batches only (Lightning adds its DistributedSampler under DDP). Eval: in file order;
     under DDP (`trainer.world_size > 1`) each process reads its unpadded share, so no sample is counted twice."""
@@ -63,6 +64,7 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
+        collate_fn=collate_fn,
     )
 
 
@@ -86,6 +88,7 @@ class DataLoadersMixin:
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             trainer=self.trainer,
+            collate_fn=getattr(dataset, "collate_fn", None),  # a dataset that batches its own way says so
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,4 +1,5 @@
-"""ImageNet-LT, Places-LT and iNaturalist 2018: JPEG folders listed by split files, decoded with PIL per item."""
+"""ImageNet-LT, Places-LT and iNaturalist 2018: JPEG folders listed by split files, decoded with PIL per item, or
+(data.decode=bytes) read as bytes by the workers and decoded and augmented in batches on the training device."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datasets.encoded import DECODE_CHOICES, EncodedBatch, EncodedImageDataset, decode_batch
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
 from ecl_lightning.data.datasets.split_file import (
     SplitEntries,
@@ -23,6 +27,7 @@ from ecl_lightning.data.datasets.split_file import (
 from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.transforms.gpu_split_file import split_file_gpu_transforms
 from ecl_lightning.data.transforms.recipes import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -44,6 +49,12 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
 
     Subclasses set `name`, `default_num_classes`, `has_val`, `split_names` ({format: {split: file name}}),
     `recipe`, `mean`/`std` and `how_to_get`. Without a val split, `test` reads the file named for `test`.
+
+    With `decode="bytes"` the loaders of Lightning's loops (train always; val and test once a trainer is attached)
+    yield `EncodedBatch`es of file bytes, and `transfer_batch_to_device` decodes them on the device and builds the
+    two views (or the eval crop) there. A val/test loader asked for without a trainer (the evaluation protocols)
+    decodes with PIL in its workers, since its caller runs no batch hooks. `train_set`, `val_set` and `test_set` are
+    the PIL datasets either way.
     """
 
     name: str = "splitfile"
@@ -72,8 +83,15 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         verify_images: bool = False,
         split_format: str = "auto",
         check_headers: bool = True,
+        decode: str = "pil",
     ) -> None:
         super().__init__()
+        if decode not in DECODE_CHOICES:
+            raise ValueError(
+                f"data.decode must be one of {DECODE_CHOICES} (pil: decode and augment in the loader workers; bytes: "
+                f"workers read the files, the training device decodes and augments in batches), got {decode!r}"
+            )
+        self.decode = decode
         self.split_dir = Path(split_dir).expanduser()
         self.image_root = Path(image_root).expanduser() if image_root is not None else self.split_dir
         self.batch_size = batch_size
@@ -175,11 +193,35 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self.train_set = self._dataset(splits["train"], TwoViews(view1, view2))
         self.val_set = self._dataset(splits["val"], evaluate) if self.has_val else None
         self.test_set = self._dataset(splits["test"], evaluate)
+        if self.decode == "bytes":
+            self.gpu_transforms = split_file_gpu_transforms(
+                self.recipe, self.image_size, self.resize_size, self.mean, self.std, self.augment
+            )
         self._ready = True
 
     def _dataset(self, entries: SplitEntries, transform: nn.Module) -> ImageFileDataset:
         """The images of one split, decoded per item; a file that cannot be decoded names its split-file fix."""
         return ImageFileDataset(self.image_root, entries.files, entries.labels, transform, fix=DECODE_FIX)
+
+    # ---- data.decode=bytes ------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        if self.decode == "bytes" and (train or self.trainer is not None):
+            dataset = EncodedImageDataset.of(dataset, train=train)
+        return super()._loader(dataset, batch_size, train)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """An EncodedBatch is decoded on `device` into (view 1, view 2, y) or (x, y); other batches are moved."""
+        if isinstance(batch, EncodedBatch):
+            return self.decode_on(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def decode_on(self, batch: EncodedBatch, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+        """Decode an EncodedBatch on `device` (nvJPEG on CUDA) and build its training views or its eval crop."""
+        images = decode_batch(batch, device)
+        targets = batch.targets.to(device)
+        if batch.train:
+            return (*self.gpu_transforms.two_views(images), targets)
+        return self.gpu_transforms.eval_batch(images), targets
 
     def subset_info(self) -> dict:
         """JSON-serialisable record of the data used: split files, image root, counts per split and class."""
