@@ -60,6 +60,8 @@ def test_table_pools_seeds_per_run_name_and_orders_profiles_forward_first(two_me
     assert "| run_name=ecl | mean_logits | none | 2 | 61.00 ± 1.41 | 51.00 ± 1.41 | 41.00 ± 1.41 |" in table
     assert "| run_name=ecl | selfsup | known | 2 | 68.00 ± 1.41 | 58.00 ± 1.41 | 48.00 ± 1.41 |" in table
     assert "| run_name=ncl | mean_logits | none | 1 | 50.00 | 40.00 | 30.00 |" in table
+    rows = [line.split(" | ")[1:3] for line in table.split("Self-supervised")[0].splitlines() if "run_name=ecl" in line]
+    assert rows == [["mean_logits", "none"], ["mean_logits", "known"], ["selfsup", "none"], ["selfsup", "known"]]
     assert "expert1 |" not in header and "| expert1 |" not in table.split("Self-supervised")[0]  # experts: no rows
     # weights: expert1 0.5 and 0.52 -> 0.510 ± 0.014
     assert "| run_name=ecl | forward2 | 0.510 ± 0.014 | 0.490 ± 0.014 |" in table
@@ -75,6 +77,17 @@ def test_rows_pick_and_refuse_what_the_runs_do_not_have(two_methods):
     assert body == ["| (defaults) | selfsup | none | 2 | 63.00 ± 1.41 | 53.00 ± 1.41 | 43.00 ± 1.41 |"]
     with pytest.raises(SystemExit):
         main([str(two_methods[0]), "--shifted", "--rows", "product/em"])
+
+
+def test_a_configuration_without_an_aggregation_gets_no_empty_row(tmp_path):
+    write_eval(tmp_path / "ecl", 0, "ecl", 0.0, 1.0)
+    write_eval(tmp_path / "ncl", 0, "ncl", 0.0, 1.0)
+    metrics_file = tmp_path / "ncl" / "0" / "metrics.json"
+    metrics = {k: v for k, v in json.loads(metrics_file.read_text()).items() if "/selfsup/" not in k}
+    metrics_file.write_text(json.dumps(metrics))
+    table = main([str(tmp_path / "ecl"), str(tmp_path / "ncl"), "--shifted"])
+    assert "| run_name=ecl | selfsup | none |" in table
+    assert "| run_name=ncl | selfsup |" not in table and "| run_name=ncl | mean_logits | none |" in table
 
 
 def test_layout_and_parse_rows_errors():

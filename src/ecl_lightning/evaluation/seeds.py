@@ -16,12 +16,13 @@ from ecl_lightning.evaluation.shifted import signed_imbalance
 from ecl_lightning.evaluation.tables import _table
 
 CORRECTIONS = ("none", "known", "em")
+AGGREGATION_ORDER = ("mean_logits", "mean_probs", "product", "label+dist", "selfsup")
 CALIBRATION_KEYS = ("ece", "classwise_ece", "nll", "brier")
 
 
 def layout(runs: Sequence[dict]) -> tuple[list[str], list[tuple[str, str]]]:
     """The test profiles (forward-LT first, by imbalance) and the (aggregation, correction) rows that the runs'
-    `shifted/<profile>/<agg>/<corr>/acc` metrics hold, rows in first-seen order."""
+    `shifted/<profile>/<agg>/<corr>/acc` metrics hold, in the protocol's order (aggregation, then none, known, em)."""
     profiles: dict[str, None] = {}
     rows: dict[tuple[str, str], None] = {}
     for run in runs:
@@ -32,7 +33,13 @@ def layout(runs: Sequence[dict]) -> tuple[list[str], list[tuple[str, str]]]:
                 rows[(parts[2], parts[3])] = None
     if not rows:
         raise ValueError("no shifted/<profile>/<aggregation>/<correction>/acc metrics: not protocol=shifted runs?")
-    return sorted(profiles, key=signed_imbalance, reverse=True), list(rows)
+
+    def rank(row: tuple[str, str]) -> tuple[int, int]:
+        agg, corr = row
+        known = agg in AGGREGATION_ORDER
+        return (AGGREGATION_ORDER.index(agg) if known else len(AGGREGATION_ORDER), CORRECTIONS.index(corr))
+
+    return sorted(profiles, key=signed_imbalance, reverse=True), sorted(rows, key=rank)
 
 
 def parse_rows(specs: Sequence[str] | None, available: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -77,9 +84,10 @@ def accuracy_stats(
 
 def accuracy_markdown(groups: dict[str, list[dict]], profiles, rows) -> str:
     stats = accuracy_stats(groups, profiles, rows)
-    body = [
+    body = [  # a configuration without an aggregation (NCL has no distillation heads) gets no row for it
         [label, agg, corr, str(len(groups[label])), *(_pm(s) for s in cells)]
         for (label, agg, corr), cells in stats.items()
+        if any(s is not None for s in cells)
     ]
     return _table(["config", "aggregation", "correction", "seeds", *profiles], body)
 
@@ -141,6 +149,8 @@ def shifted_report(groups: dict[str, list[dict]], rows: Sequence[str] | None = N
         stats = accuracy_stats(groups, profiles, chosen)
         series, styles = {}, {}
         for (label, agg, corr), cells in stats.items():
+            if all(s is None for s in cells):
+                continue
             name = f"{label}: {agg} / {corr}" if len(groups) > 1 else f"{agg} / {corr}"
             series[name] = [(100 * s[0], 100 * (s[1] or 0.0)) if s else (float("nan"), 0.0) for s in cells]
             styles[name] = (f"{label} {agg}", corr)  # colour per configuration and aggregation
