@@ -148,3 +148,32 @@ def table_rows(text: str) -> dict[str, list[str]]:
     """The rows of a printed Markdown table, by their first cell (header row dropped)."""
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+# ---- statistics of augmentation pipelines (tests/data/test_gpu_aug.py, test_kornia_equivalence.py) ------------------
+Z = 4.0  # standard errors allowed between two sample means
+
+
+def assert_close_means(a: torch.Tensor, b: torch.Tensor, allowance: float | torch.Tensor = 0.0, paired=False) -> None:
+    """Means over dim 0 agree within Z standard errors (+ a known bias allowance), element-wise over the rest."""
+    a, b = a.double(), b.double()
+    if paired:
+        d = a - b
+        diff, se = d.mean(0), d.std(0) / len(d) ** 0.5
+    else:
+        diff, se = a.mean(0) - b.mean(0), (a.var(0) / len(a) + b.var(0) / len(b)) ** 0.5
+    bound = Z * se + allowance
+    assert (diff.abs() <= bound).all(), f"mean difference {diff.tolist()} beyond {bound.tolist()}"
+
+
+def sample_images(kind: str, n: int, seed: int = 0) -> torch.Tensor:
+    """The generated test images (datagen): uint8 (n, 1, 28, 28) grey or (n, 3, 32, 32) colour."""
+    import numpy as np
+
+    from datagen import colour_images, grey_images
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    if kind == "fmnist":
+        return torch.from_numpy(grey_images(labels, rng))[:, None]
+    return torch.from_numpy(colour_images(labels, rng).reshape(n, 3, 32, 32))

@@ -15,35 +15,12 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from datagen import colour_images, grey_images
 from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModule, cifar_transforms, fmnist_transforms
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.data.transforms import gpu as G
 from ecl_lightning.train import train
-from helpers import compose_cfg, tiny_overrides
-
-Z = 4.0
-
-
-def assert_close_means(a: torch.Tensor, b: torch.Tensor, allowance: float | torch.Tensor = 0.0, paired=False) -> None:
-    """Means over dim 0 agree within Z standard errors (+ a known bias allowance), element-wise over the rest."""
-    a, b = a.double(), b.double()
-    if paired:
-        d = a - b
-        diff, se = d.mean(0), d.std(0) / len(d) ** 0.5
-    else:
-        diff, se = a.mean(0) - b.mean(0), (a.var(0) / len(a) + b.var(0) / len(b)) ** 0.5
-    bound = Z * se + allowance
-    assert (diff.abs() <= bound).all(), f"mean difference {diff.tolist()} beyond {bound.tolist()}"
-
-
-def images(kind: str, n: int, seed: int = 0) -> torch.Tensor:
-    """The generated test images (datagen): uint8 (n, 1, 28, 28) grey or (n, 3, 32, 32) colour."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    if kind == "fmnist":
-        return torch.from_numpy(grey_images(labels, rng))[:, None]
-    return torch.from_numpy(colour_images(labels, rng).reshape(n, 3, 32, 32))
+from helpers import Z, assert_close_means, compose_cfg, tiny_overrides
+from helpers import sample_images as images
 
 
 # ---- op kernels: identical to torchvision's for given parameters ---------------------------------------------------

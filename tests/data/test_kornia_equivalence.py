@@ -22,37 +22,14 @@ import kornia.enhance as KE  # noqa: E402
 from kornia.augmentation.auto import AutoAugment as KorniaAutoAugment  # noqa: E402
 from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy  # noqa: E402
 
-from datagen import colour_images, grey_images  # noqa: E402
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD  # noqa: E402
 from ecl_lightning.data.transforms import gpu as G  # noqa: E402
+from helpers import Z, assert_close_means  # noqa: E402
 from helpers import load_bench as load  # noqa: E402
+from helpers import sample_images as images  # noqa: E402
 
-Z = 4.0
 BATCH = 128  # the datasets' batch size: Kornia draws some parameters once per call, so call it as training would
 BENCH = load("bench_augment_libs")  # its Kornia pipelines are the ones compared here
-
-
-# The two helpers of test_gpu_aug.py, copied rather than imported: this module is skipped where Kornia is missing (as
-# in `make test`), so a change there would break it unseen.
-def assert_close_means(a: torch.Tensor, b: torch.Tensor, allowance: float | torch.Tensor = 0.0, paired=False) -> None:
-    """Means over dim 0 agree within Z standard errors (+ a known bias allowance), element-wise over the rest."""
-    a, b = a.double(), b.double()
-    if paired:
-        d = a - b
-        diff, se = d.mean(0), d.std(0) / len(d) ** 0.5
-    else:
-        diff, se = a.mean(0) - b.mean(0), (a.var(0) / len(a) + b.var(0) / len(b)) ** 0.5
-    bound = Z * se + allowance
-    assert (diff.abs() <= bound).all(), f"mean difference {diff.tolist()} beyond {bound.tolist()}"
-
-
-def images(kind: str, n: int, seed: int = 0) -> torch.Tensor:
-    """The generated test images (datagen): uint8 (n, 1, 28, 28) grey or (n, 3, 32, 32) colour."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    if kind == "fmnist":
-        return torch.from_numpy(grey_images(labels, rng))[:, None]
-    return torch.from_numpy(colour_images(labels, rng).reshape(n, 3, 32, 32))
 
 
 def batched(op, x: torch.Tensor, size: int = BATCH) -> torch.Tensor:
