@@ -29,6 +29,15 @@ def _choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
 
 
+FUSE_CHOICES = (False, True, "auto")  # model.net.fuse_experts
+
+
+def check_fuse_experts(value: Any) -> None:
+    """model.net.fuse_experts is false, true or auto (checked once here, for the config and for MultiExpertNet)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ConfigError(f"model.net.fuse_experts={value!r} is not one of {list(FUSE_CHOICES)}")
+
+
 def _positive(key: str, value: float, strict: bool = False) -> None:
     if value < 0 or (strict and value == 0):
         raise ConfigError(f"{key}={value!r} must be {'> 0' if strict else '>= 0'}")
@@ -117,8 +126,7 @@ class NetConfig:
         if self.num_experts < 1:
             raise ConfigError(f"model.net.num_experts={self.num_experts} must be >= 1")
         _choice("model.net.head", self.head, ("linear", "cosine"))
-        if not (isinstance(self.fuse_experts, bool) or self.fuse_experts == "auto"):
-            raise ConfigError(f"model.net.fuse_experts={self.fuse_experts!r} is not one of [false, true, auto]")
+        check_fuse_experts(self.fuse_experts)
 
 
 @dataclass

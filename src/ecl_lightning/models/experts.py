@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from ..config import ConfigError, check_fuse_experts
 from .backbones import build_trunk, global_pool
-from .fused import FUSE_CHOICES, fused_branch_features, unfusable_reason, use_fused
+from .fused import fused_branch_features, unfusable_reason, use_fused
 from .heads import build_head
 
 
@@ -96,8 +96,7 @@ class MultiExpertNet(nn.Module):
             nn.ModuleList(projection_mlp(F_, proj_hidden or F_, proj_dim) for _ in range(K)) if projector else None
         )
 
-        if not (isinstance(fuse_experts, bool) or fuse_experts == "auto"):
-            raise ConfigError(f"model.net.fuse_experts={fuse_experts!r} is not one of {list(FUSE_CHOICES)}")
+        check_fuse_experts(fuse_experts)
         reason = unfusable_reason(self.branches) if fuse_experts else None
         if reason and fuse_experts is True:
             raise ConfigError(

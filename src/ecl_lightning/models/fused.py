@@ -25,8 +25,6 @@ from torch.nn.modules._functions import SyncBatchNorm as SyncBatchNormFn
 
 from .backbones import BasicBlock, PadShortcut, global_pool
 
-FUSE_CHOICES = (False, True, "auto")
-
 
 def use_fused(setting: bool | str, x: Tensor, num_experts: int) -> bool:
     """Whether `fuse_experts=setting` runs fused for input `x`; "auto": on CUDA with K > 1 (see docs/performance.md)."""
