@@ -29,13 +29,10 @@ def _choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
 
 
-FUSE_CHOICES = (False, True, "auto")  # model.net.fuse_experts
-
-
 def check_fuse_experts(value: Any) -> None:
     """model.net.fuse_experts is false, true or auto (checked once here, for the config and for MultiExpertNet)."""
     if not (isinstance(value, bool) or value == "auto"):
-        raise ConfigError(f"model.net.fuse_experts={value!r} is not one of {list(FUSE_CHOICES)}")
+        raise ConfigError(f"model.net.fuse_experts={value!r} is not one of false, true, auto")
 
 
 def _positive(key: str, value: float, strict: bool = False) -> None:
