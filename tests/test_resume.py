@@ -92,6 +92,17 @@ def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path,
     assert_same_run(metrics, last_state(run_dir), one_go)
 
 
+def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_earlier(fmnist_dir, tmp_path):
+    # Lightning >= 2.6 writes last.ckpt only with a new top-k file, so last.ckpt held the best epoch and a resume from
+    # `last` lost the epochs after it. A constant monitor (the val sample count) makes epoch 0 the only best one.
+    overrides = [o for o in resume_overrides(fmnist_dir, 2) if not o.startswith("callbacks.model_checkpoint.monitor")]
+    train(compose_cfg([*overrides, "callbacks.model_checkpoint.monitor=val/count", "test=false"], tmp_path))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch_*.ckpt")) == ["epoch_000.ckpt"]
+    last, best = last_state(tmp_path), torch.load(tmp_path / "checkpoints" / "epoch_000.ckpt", weights_only=True)
+    assert (last["epoch"], best["epoch"]) == (1, 0)
+    assert last["global_step"] == 2 * best["global_step"] > 0
+
+
 def test_resume_in_the_same_directory_appends_to_the_csv_log(fmnist_dir, tmp_path):
     # Lightning's CSVLogger deleted csv/metrics.csv when it found one: the validation rows of the epochs before the
     # stop were gone. Now the resumed run appends, and the log has one val/acc row per epoch of the whole run.

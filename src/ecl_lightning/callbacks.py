@@ -1,5 +1,5 @@
-"""Callbacks: a ModelCheckpoint whose best-checkpoint tracking survives a resume into another directory; W&B views
-of a test run (per-class table and bar chart, confusion matrix)."""
+"""Callbacks: a ModelCheckpoint whose last.ckpt is the latest state and whose best-checkpoint tracking survives a
+resume into another directory; W&B views of a test run (per-class table and bar chart, confusion matrix)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     checkpoint it tests and this run never deletes the other run's files; a top-k file that is gone is dropped from
     the tracking, with a warning.
     """
+
+    # Lightning >= 2.6 writes last.ckpt only when it writes a top-k file: with a monitor, last.ckpt then held the
+    # best epoch, and a resume from `last` silently restarted there, losing every epoch after it. Here last.ckpt is
+    # also written at the point where Lightning decides on the top-k file (the end of the training epoch, or of the
+    # validation when it runs mid-epoch), after that decision; a step already saved is skipped.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def _save_latest(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         source = state_dict.get("dirpath", self.dirpath)
