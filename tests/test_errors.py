@@ -4,6 +4,7 @@ do, before training (before any data is read, where the config alone is wrong)."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -60,6 +61,24 @@ def build_error(overrides: list[str], tmp_path, data_dirs: dict | None = None) -
 )
 def test_wrong_type_or_range_is_named_before_data(override, message, tmp_path):
     assert message in build_error([override], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data=imagenet_lt", "data.decode=turbo"], "data.decode must be one of ('pil', 'bytes')"),
+        (["data=places_lt", "data.split_format=csv"], "data.split_format must be one of"),
+        (["data=image_folder", "data.preset=huge"], "data.preset must be one of"),
+        (["data=cifar10_lt", "data.num_classes=7"], "data.num_classes must be 10 or 100 for CIFAR"),
+    ],
+)
+def test_a_datamodule_value_is_a_config_error_before_data(overrides, message, tmp_path):
+    # A ConfigError is a user error: one line and exit code 2 from the CLI (a plain ValueError gave a traceback).
+    missing = tmp_path / "no-data"
+    paths = [f"data.split_dir={missing}"] if overrides[0] in ("data=imagenet_lt", "data=places_lt") else []
+    cfg = compose_cfg(["debug=fdr", *overrides, *paths, f"paths.data_dir={missing}"], tmp_path / "run")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(cfg)
 
 
 def test_batch_larger_than_the_train_set_is_named_before_training(fmnist_dir, tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ecl_lightning.config import ConfigError
 from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
 from ecl_lightning.data.errors import DatasetNotFoundError
@@ -55,7 +56,7 @@ class CIFARLTDataModule(LongTailDataModule):
         gpu_augment: bool = False,
     ) -> None:
         if num_classes not in LAYOUTS:
-            raise ValueError(f"data.num_classes must be 10 or 100 for CIFAR, got {num_classes}")
+            raise ConfigError(f"data.num_classes must be 10 or 100 for CIFAR, got {num_classes}")
         self.num_classes = num_classes
         self.name = f"cifar{num_classes}_lt"
         self.default_n_max = 5000 if num_classes == 10 else 500

@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 from torch import nn
 
+from ecl_lightning.config import ConfigError
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
 from ecl_lightning.data.datasets.class_folders import class_folder_problems, scan_class_folders
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
@@ -76,13 +77,13 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
-            raise ValueError(f"data.preset must be one of {sorted(PRESETS)}, got {preset!r}")
+            raise ConfigError(f"data.preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+            raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
         if val_per_class < 0:
-            raise ValueError(f"data.val_per_class must be >= 0, got {val_per_class}")
+            raise ConfigError(f"data.val_per_class must be >= 0, got {val_per_class}")
         if imbalance_factor is not None and imbalance_factor < 1:
-            raise ValueError(f"data.imbalance_factor must be >= 1 (n_max / n_min) or null, got {imbalance_factor}")
+            raise ConfigError(f"data.imbalance_factor must be >= 1 (n_max / n_min) or null, got {imbalance_factor}")
         self.root = Path(data_dir).expanduser()
         self.preset = preset
         self.in_chans = channels

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ecl_lightning.config import ConfigError
 from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
 from ecl_lightning.data.datasets.encoded import DECODE_CHOICES, EncodedBatch, EncodedImageDataset, decode_batch
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
@@ -87,7 +88,7 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
     ) -> None:
         super().__init__()
         if decode not in DECODE_CHOICES:
-            raise ValueError(
+            raise ConfigError(
                 f"data.decode must be one of {DECODE_CHOICES} (pil: decode and augment in the loader workers; bytes: "
                 f"workers read the files, the training device decodes and augments in batches), got {decode!r}"
             )
@@ -107,11 +108,11 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self.split_format = split_format
         formats = ("auto", *self.split_names)
         if split_format not in formats:
-            raise ValueError(f"data.split_format must be one of {formats} for {self.name}, got {split_format!r}")
+            raise ConfigError(f"data.split_format must be one of {formats} for {self.name}, got {split_format!r}")
         if self.num_classes < 1:
-            raise ValueError(f"data.num_classes must be >= 1, got {self.num_classes}")
+            raise ConfigError(f"data.num_classes must be >= 1, got {self.num_classes}")
         if self.resize_size < self.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.resize_size={self.resize_size} is smaller than data.image_size={self.image_size}; "
                 "the eval centre crop would pad the image"
             )
