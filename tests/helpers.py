@@ -177,3 +177,17 @@ def sample_images(kind: str, n: int, seed: int = 0) -> torch.Tensor:
     if kind == "fmnist":
         return torch.from_numpy(grey_images(labels, rng))[:, None]
     return torch.from_numpy(colour_images(labels, rng).reshape(n, 3, 32, 32))
+
+
+def index_grid(n: int, size: int) -> torch.Tensor:
+    """n images of 2 channels holding each pixel's row and column index: bilinear resampling keeps them linear, so
+    the min and max of an output give the box it was sampled from (`crop_boxes`)."""
+    rows, cols = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    return torch.stack((rows, cols)).expand(n, 2, size, size)
+
+
+def crop_boxes(out: torch.Tensor) -> torch.Tensor:
+    """(top, left, area fraction, log aspect ratio) of each crop of an `index_grid` image."""
+    lo, hi = out.amin((2, 3)), out.amax((2, 3))
+    (top, left), (h, w) = lo.unbind(1), (hi - lo + 1).unbind(1)
+    return torch.stack((top, left, h * w / (out.shape[-1] * out.shape[-2]), torch.log(w / h)), 1)

@@ -19,7 +19,8 @@ from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModu
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.data.transforms import gpu as G
 from ecl_lightning.train import train
-from helpers import Z, assert_close_means, compose_cfg, tiny_overrides
+from helpers import Z, assert_close_means, compose_cfg, index_grid, tiny_overrides
+from helpers import crop_boxes as boxes
 from helpers import sample_images as images
 
 
@@ -169,13 +170,7 @@ def test_resized_crop_boxes_match_torchvision():
     """Channels hold the row and column index: bilinear keeps them linear, so min/max give each sampled box."""
     torch.manual_seed(0)
     n = 2000
-    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    x = torch.stack((rows, cols)).expand(n, 2, 32, 32)
-
-    def boxes(out: torch.Tensor) -> torch.Tensor:
-        lo, hi = out.amin((2, 3)), out.amax((2, 3))
-        (top, left), (h, w) = lo.unbind(1), (hi - lo + 1).unbind(1)
-        return torch.stack((top, left, h * w / 1024, torch.log(w / h)), 1)
+    x = index_grid(n, 32)
 
     cpu = torch.stack([v2.RandomResizedCrop(32, scale=(0.2, 1.0), antialias=True)(xi) for xi in x])
     gpu = G.RandomResizedCrop(32, scale=(0.2, 1.0))(x)

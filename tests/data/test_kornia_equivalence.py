@@ -24,7 +24,12 @@ from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy  # n
 
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD  # noqa: E402
 from ecl_lightning.data.transforms import gpu as G  # noqa: E402
-from helpers import Z, assert_close_means  # noqa: E402
+from helpers import (  # noqa: E402
+    Z,
+    assert_close_means,
+    index_grid,  # noqa: E402
+)
+from helpers import crop_boxes as boxes  # noqa: E402
 from helpers import load_bench as load  # noqa: E402
 from helpers import sample_images as images  # noqa: E402
 
@@ -112,13 +117,7 @@ def test_resized_crop_boxes_match_ours():
     """Same ten-try box draw as torchvision's (Kornia places the rare no-fit fallback at random, not centred)."""
     torch.manual_seed(0)
     n = 2000
-    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    x = torch.stack((rows, cols)).expand(n, 2, 32, 32)
-
-    def boxes(out: torch.Tensor) -> torch.Tensor:
-        lo, hi = out.amin((2, 3)), out.amax((2, 3))
-        (top, left), (h, w) = lo.unbind(1), (hi - lo + 1).unbind(1)
-        return torch.stack((top, left, h * w / 1024, torch.log(w / h)), 1)
+    x = index_grid(n, 32)
 
     kornia = batched(K.RandomResizedCrop((32, 32), scale=(0.2, 1.0), align_corners=False), x)
     assert_close_means(boxes(G.RandomResizedCrop(32, scale=(0.2, 1.0))(x)), boxes(kornia))

@@ -294,7 +294,28 @@ class GaussianBlur(nn.Module):
         return f"kernel_size={self.kernel_size}, sigma={self.sigma}, p={self.p}"
 
 
-class AutoAugment(nn.Module):
+def by_group(x: Tensor, key: Tensor, num_keys: int, fn) -> Tensor:
+    """fn(k, the samples of `x` whose key is k), once per non-empty group in key order; results back in batch order.
+    One sort; the group sizes are the only host sync."""
+    order = key.argsort()
+    sizes = torch.bincount(key, minlength=num_keys).tolist()
+    out = [fn(k, group) for k, group in enumerate(x[order].split(sizes)) if len(group)]
+    return torch.empty_like(x).index_copy_(0, order, torch.cat(out))
+
+
+class TorchvisionPolicy(nn.Module):
+    """Base of the batched AutoAugment / RandAugment: `reference` is torchvision's transform, whose op kernels,
+    interpolation and fill `apply_op` uses, so the batched and the CPU paths apply the same ops."""
+
+    reference: v2.AutoAugment | v2.RandAugment
+
+    def apply_op(self, x: Tensor, name: str, magnitude: float) -> Tensor:
+        """One op with a fixed magnitude on a uint8 batch, exactly as the CPU transform applies it."""
+        ref = self.reference
+        return ref._apply_image_or_video_transform(x, name, magnitude, interpolation=ref.interpolation, fill=ref._fill)
+
+
+class AutoAugment(TorchvisionPolicy):
     """v2.AutoAugment(policy) on a uint8 batch, one sub-policy drawn per sample.
 
     Samples are grouped by sub-policy (one sort; the group sizes are the only host sync) and each op of a sub-policy
@@ -312,25 +333,16 @@ class AutoAugment(nn.Module):
     def sub_policies(self) -> list:
         return self.reference._policies
 
-    def apply_op(self, x: Tensor, name: str, magnitude: float) -> Tensor:
-        """One AutoAugment op with a fixed magnitude on a uint8 batch, exactly as the CPU transform applies it."""
-        ref = self.reference
-        return ref._apply_image_or_video_transform(x, name, magnitude, interpolation=ref.interpolation, fill=ref._fill)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != torch.uint8:
             raise TypeError(f"AutoAugment expects a uint8 batch, got {x.dtype}")
         n, _, height, width = x.shape
         policies = self.sub_policies
-        choice = torch.randint(len(policies), (n,), device=x.device)
-        order = choice.argsort()
-        sizes = torch.bincount(choice, minlength=len(policies)).tolist()
-        groups = x[order].split(sizes)
-        out = []
-        for group, sub_policy in zip(groups, policies, strict=True):
+
+        def run(k: int, group: Tensor) -> Tensor:
             m = len(group)
-            for name, probability, magnitude_idx in sub_policy:
-                if m == 0 or probability == 0:
+            for name, probability, magnitude_idx in policies[k]:
+                if probability == 0:
                     continue
                 magnitudes_fn, signed = self.reference._AUGMENTATION_SPACE[name]
                 magnitudes = magnitudes_fn(10, height, width)
@@ -341,10 +353,10 @@ class AutoAugment(nn.Module):
                     new = torch.where(_bcast(negative), self.apply_op(group, name, -magnitude), new)
                 applied = torch.rand(m, device=x.device) <= probability
                 group = torch.where(_bcast(applied), new, group)
-            out.append(group)
-        result = torch.empty_like(x)
-        result[order] = torch.cat(out)
-        return result
+            return group
+
+        choice = torch.randint(len(policies), (n,), device=x.device)
+        return by_group(x, choice, len(policies), run)
 
     def extra_repr(self) -> str:
         return f"policy={self.reference.policy}"

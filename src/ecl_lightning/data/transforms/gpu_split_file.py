@@ -21,6 +21,7 @@ from ecl_lightning.data.transforms.gpu import (
     RandomGrayscale,
     RandomHorizontalFlip,
     ToFloat,
+    TorchvisionPolicy,
     _first_valid,
     _randint_below,
     _sample_boxes,
@@ -29,6 +30,7 @@ from ecl_lightning.data.transforms.gpu import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    by_group,
 )
 
 
@@ -105,7 +107,7 @@ class ToUint8(nn.Module):
         return x.mul(255).round_().to(torch.uint8)
 
 
-class RandAugment(nn.Module):
+class RandAugment(TorchvisionPolicy):
     """v2.RandAugment(num_ops, magnitude) on a uint8 batch: per sample and round, an op drawn uniformly from
     torchvision's space and, for signed ops, a sign; each (op, sign) group runs once through torchvision's own kernels
     (batched: they treat each image separately), as gpu.AutoAugment does for its sub-policies."""
@@ -114,11 +116,6 @@ class RandAugment(nn.Module):
         super().__init__()
         self.reference = v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)
 
-    def apply_op(self, x: Tensor, name: str, magnitude: float) -> Tensor:
-        """One RandAugment op with a fixed magnitude on a uint8 batch, exactly as the CPU transform applies it."""
-        ref = self.reference
-        return ref._apply_image_or_video_transform(x, name, magnitude, interpolation=ref.interpolation, fill=ref._fill)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != torch.uint8:
             raise TypeError(f"RandAugment expects a uint8 batch, got {x.dtype}")
@@ -126,21 +123,17 @@ class RandAugment(nn.Module):
         n, _, height, width = x.shape
         space = list(ref._AUGMENTATION_SPACE.items())
         signed = torch.tensor([s for _, (_, s) in space], device=x.device)
+
+        def run(k: int, group: Tensor) -> Tensor:  # k: 2 x op + (1 for a negative magnitude)
+            name, (magnitudes_fn, _) = space[k // 2]
+            magnitudes = magnitudes_fn(ref.num_magnitude_bins, height, width)
+            magnitude = float(magnitudes[ref.magnitude]) if magnitudes is not None else 0.0
+            return self.apply_op(group, name, -magnitude if k % 2 else magnitude)
+
         for _ in range(ref.num_ops):
             op = torch.randint(len(space), (n,), device=x.device)
             negative = signed[op] & (torch.rand(n, device=x.device) <= 0.5)
-            key = op * 2 + negative.long()
-            order = key.argsort()
-            sizes = torch.bincount(key, minlength=2 * len(space)).tolist()  # the one host sync per round
-            out = []
-            for k, group in enumerate(x[order].split(sizes)):
-                if len(group) == 0:
-                    continue
-                name, (magnitudes_fn, _) = space[k // 2]
-                magnitudes = magnitudes_fn(ref.num_magnitude_bins, height, width)
-                magnitude = float(magnitudes[ref.magnitude]) if magnitudes is not None else 0.0
-                out.append(self.apply_op(group, name, -magnitude if k % 2 else magnitude))
-            x = torch.empty_like(x).index_copy_(0, order, torch.cat(out))
+            x = by_group(x, op * 2 + negative.long(), 2 * len(space), run)
         return x
 
     def extra_repr(self) -> str:
