@@ -10,7 +10,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecl_lightning.losses import FEAT_DISTANCES, FEAT_TARGETS, HCM_MASKS, KD_TARGETS, REWEIGHT_RULES
+from ecl_lightning.losses import (
+    EXPERT_REDUCTIONS,
+    FEAT_DISTANCES,
+    FEAT_TARGETS,
+    HCM_MASKS,
+    KD_TARGETS,
+    LABEL_LOSSES,
+    REWEIGHT_RULES,
+)
 
 CONTRASTIVE = ("moco", "supcon", "none")
 HCM_MINING = ("first", "mean")
@@ -18,6 +26,18 @@ REWEIGHT_TARGETS = ("dist", "label", "both")
 MOCO_EMA_SCOPES = ("all", "backbone")
 MOCO_UPDATES = ("before_keys", "after_keys")
 MOCO_INITS = ("copy", "random")
+KD_PRIORS = ("train", "expert")
+# The objective's terms, in the order they are summed (module.ECLModule.compute_loss; formulas: docs/method.md).
+LOSS_TERMS = ("label", "hcm", "kd_hcm", "kd", "feat", "con", "diversity")
+# A term -> the weight key it is multiplied by (label: 1).
+TERM_WEIGHTS = {
+    "hcm": "hcm_weight",
+    "kd_hcm": "hcm_kd_weight",
+    "kd": "kd_weight",
+    "feat": "feat_weight",
+    "con": "con_weight",
+    "diversity": "diversity_weight",
+}
 
 
 class ConfigError(ValueError):
@@ -160,6 +180,23 @@ class LossConfig:
     moco_copy_buffers: bool = True
     queue_size: int = 1024
     warmup_epochs: float = 5.0
+    # the objective as a list of terms (LOSS_TERMS); null: every term whose weight is > 0 (and label)
+    terms: list | None = None
+    # per-expert label losses (skill-diverse experts: SADE, BalPoE, RIDE; docs/method.md section 3.1)
+    label_loss: str = "ce"
+    label_tau: list | None = None
+    label_inverse_tau: list | None = None
+    prior_eps: float = 0.0
+    label_reduction: str = "sum"
+    ldam_max_m: float = 0.5
+    ldam_scale: float = 30.0
+    drw_epoch: int = -1
+    drw_beta: float = 0.9999
+    diversity_weight: float = 0.0
+    diversity_temperature: float = 1.0
+    diversity_reweight_factor: float = 0.05
+    mixup_alpha: float = 0.0
+    kd_prior: str = "train"
 
     def __post_init__(self) -> None:
         _choice("model.loss.reweight", self.reweight, (*REWEIGHT_RULES, "class_ema"))
@@ -173,6 +210,29 @@ class LossConfig:
         _choice("model.loss.moco_init", self.moco_init, MOCO_INITS)
         _choice("model.loss.feat_distance", self.feat_distance, FEAT_DISTANCES)
         _choice("model.loss.feat_target", self.feat_target, FEAT_TARGETS)
+        _choice("model.loss.label_loss", self.label_loss, LABEL_LOSSES)
+        _choice("model.loss.label_reduction", self.label_reduction, EXPERT_REDUCTIONS)
+        _choice("model.loss.kd_prior", self.kd_prior, KD_PRIORS)
+        for key in ("prior_eps", "ldam_max_m", "mixup_alpha"):
+            _positive(f"model.loss.{key}", getattr(self, key))
+        for key in ("ldam_scale", "diversity_temperature"):
+            _positive(f"model.loss.{key}", getattr(self, key), strict=True)
+        if not 0 <= self.drw_beta < 1:
+            raise ConfigError(f"model.loss.drw_beta={self.drw_beta} must be in [0, 1)")
+        if not 0 <= self.diversity_reweight_factor < 1:
+            raise ConfigError(
+                f"model.loss.diversity_reweight_factor={self.diversity_reweight_factor} must be in [0, 1)"
+            )
+        if self.drw_epoch < -1:
+            raise ConfigError(f"model.loss.drw_epoch={self.drw_epoch} must be -1 (never) or an epoch >= 0")
+        for key in ("label_tau", "label_inverse_tau"):
+            values = getattr(self, key)
+            if values is not None and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                raise ConfigError(f"model.loss.{key}={values!r} must be a list of numbers, one per expert")
+        if self.label_inverse_tau is not None and self.label_tau is None:
+            raise ConfigError("model.loss.label_inverse_tau needs model.loss.label_tau (one value per expert)")
+        if self.terms is not None:
+            self._check_terms()
         for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "hcm_kd_weight", "warmup_epochs", "tau"):
             _positive(f"model.loss.{key}", getattr(self, key))
         for key in ("kd_temperature", "con_temperature", "queue_size", "hcm_k"):
@@ -201,6 +261,49 @@ class LossConfig:
                 "model.loss.kd_weight > 0 but there is no student: set model.loss.dist_head=true or "
                 "model.loss.distill_into_label_head=true (or model.loss.kd_weight=0)"
             )
+
+    def _check_terms(self) -> None:
+        unknown = [t for t in self.terms if t not in LOSS_TERMS]
+        if unknown or len(set(self.terms)) != len(self.terms) or "label" not in self.terms:
+            raise ConfigError(
+                f"model.loss.terms={list(self.terms)!r}: each of {list(LOSS_TERMS)} at most once, 'label' included"
+                + (f" (unknown: {unknown})" if unknown else "")
+            )
+        for term in self.terms:
+            key = TERM_WEIGHTS.get(term)
+            if key is not None and getattr(self, key) == 0:
+                raise ConfigError(f"model.loss.terms lists {term!r} but model.loss.{key}=0: drop it or set a weight")
+        if "con" in self.terms and self.contrastive == "none":
+            raise ConfigError("model.loss.terms lists 'con' but model.loss.contrastive=none (choose moco or supcon)")
+        if ("hcm" in self.terms or "kd_hcm" in self.terms) and not self.hcm:
+            raise ConfigError("model.loss.terms lists an HCM term but model.loss.hcm=false")
+        if self.mixup_alpha > 0 and not set(self.terms) <= {"label", "diversity"}:
+            raise ConfigError(
+                f"model.loss.mixup_alpha={self.mixup_alpha} mixes the label and diversity terms only; "
+                f"model.loss.terms={list(self.terms)!r} (set model.loss.mixup_alpha=0 or drop the other terms)"
+            )
+
+    def objective_terms(self, num_experts: int, contrastive: bool) -> list[str]:
+        """The terms of the objective, in summation order: `terms` as given, or derived from the weights."""
+        if self.terms is not None:
+            return list(self.terms)
+        multi = num_experts > 1
+        on = {
+            "label": True,
+            "hcm": self.hcm,
+            "kd_hcm": self.hcm and multi and self.hcm_kd_weight > 0,
+            "kd": multi and self.kd_weight > 0,
+            "feat": multi and self.feat_weight > 0,
+            "con": contrastive,
+            "diversity": multi and self.diversity_weight != 0,
+        }
+        terms = [t for t in LOSS_TERMS if on[t]]
+        if self.mixup_alpha > 0 and not set(terms) <= {"label", "diversity"}:
+            raise ConfigError(
+                f"model.loss.mixup_alpha={self.mixup_alpha} mixes the label and diversity terms only, but the "
+                f"objective has {terms} (set model.loss.mixup_alpha=0, or the other terms' weights to 0)"
+            )
+        return terms
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import lightning as L
@@ -29,18 +30,24 @@ from ecl_lightning.config import (
     from_dict,
 )
 from ecl_lightning.losses import (
-    balanced_softmax_loss,
     class_ema_update,
     class_ema_weights,
     distillation_weights,
+    drw_class_weights,
+    expert_label_biases,
+    expert_label_loss,
     feature_distillation_loss,
     hcm_keep_mask,
     hcm_logits,
     kd_loss,
+    ldam_margins,
     linear_ramp,
+    mixup_batch,
     moco_loss,
     normalize_weights,
     online_teachers,
+    ride_diversity_loss,
+    ride_diversity_temperature,
     supcon_loss,
 )
 from ecl_lightning.metrics import SPLITS, LongTailMetrics
@@ -96,9 +103,21 @@ class ECLModule(L.LightningModule):
 
         n, c = self.net_cfg, self.loss_cfg
         self.num_experts = n.num_experts
+        for key in ("label_tau", "label_inverse_tau"):
+            values = getattr(c, key)
+            if values is not None and len(values) != n.num_experts:
+                raise ConfigError(
+                    f"model.loss.{key} has {len(values)} values, expected one per expert "
+                    f"(model.net.num_experts={n.num_experts})"
+                )
+        # The objective: a list of terms (model.loss.terms, or derived from the weights), summed in this order.
+        self.terms = c.objective_terms(n.num_experts, c.contrastive != "none" and c.con_weight > 0)
+        multi_only = [t for t in self.terms if t in ("kd", "kd_hcm", "feat", "diversity")]
+        if n.num_experts == 1 and multi_only:
+            raise ConfigError(f"model.loss.terms has {multi_only}, which need model.net.num_experts >= 2")
         # Build only the heads the configured losses train: a module without gradient stops a DDP run at step 2.
-        self.uses_kd = n.num_experts > 1 and c.kd_weight > 0
-        self.use_contrastive = c.contrastive != "none" and c.con_weight > 0
+        self.uses_kd = "kd" in self.terms
+        self.use_contrastive = "con" in self.terms
         if c.dist_head and not self.uses_kd:
             log.info("No online distillation in this configuration: no distillation heads are built.")
         self.net = self._build_net(in_chans, dist_head=c.dist_head and self.uses_kd)
@@ -125,6 +144,12 @@ class ECLModule(L.LightningModule):
         self.register_buffer("log_prior", torch.zeros(num_classes))
         # log n_j, for NCL's zero-masked HCM logits (not shift-invariant); refilled from class_counts, so not saved.
         self.register_buffer("log_counts", torch.zeros(num_classes), persistent=False)
+        # Per-expert label-loss biases b_k [K, C], LDAM margins, DRW class weights and RIDE's diversity temperatures:
+        # all derived from class_counts, so not saved (a checkpoint of an older version loads unchanged).
+        self.register_buffer("label_bias", torch.zeros(n.num_experts, num_classes), persistent=False)
+        self.register_buffer("ldam_margin", torch.zeros(num_classes), persistent=False)
+        self.register_buffer("drw_weight", torch.ones(num_classes), persistent=False)
+        self.register_buffer("diversity_temp", torch.ones(num_classes), persistent=False)
         if c.reweight == "class_ema":
             self.register_buffer("class_ema", torch.ones(n.num_experts, num_classes))
 
@@ -168,6 +193,14 @@ class ECLModule(L.LightningModule):
         counts = torch.as_tensor(list(class_counts), dtype=torch.float64).clamp(min=1)  # an empty class: no -inf
         self.log_prior.copy_((counts / counts.sum()).log().float())
         self.log_counts.copy_(counts.log().float())
+        c = self.loss_cfg
+        tau = c.label_tau if c.label_tau is not None else [c.tau] * self.num_experts
+        self.label_bias.copy_(expert_label_biases(counts / counts.sum(), tau, c.label_inverse_tau, c.prior_eps).float())
+        self.ldam_margin.copy_(ldam_margins(counts, c.ldam_max_m))
+        self.drw_weight.copy_(drw_class_weights(counts, c.drw_beta))
+        self.diversity_temp.copy_(
+            ride_diversity_temperature(counts, c.diversity_temperature, c.diversity_reweight_factor)
+        )
         for metrics in (self.val_metrics, self.test_metrics):
             for m in metrics.values():
                 m.set_class_counts(list(class_counts))
@@ -221,42 +254,29 @@ class ECLModule(L.LightningModule):
         return loss
 
     def compute_loss(self, x1: Tensor, x2: Tensor, y: Tensor, epoch: float) -> tuple[Tensor, dict, dict]:
-        """The ECL objective on one batch of two views: (total loss, unweighted terms, detached statistics).
+        """The objective on one batch of two views: (total loss, unweighted terms, detached statistics).
 
-        Independent of the Trainer (`epoch`, fractional, drives the warm-up ramps), so a bare PyTorch loop
+        The objective is the list `self.terms` (model.loss.terms): each name maps to one method below (TERMS) that
+        calls one pure loss of `ecl_lightning.losses` and to its weight. Independent of the Trainer (`epoch`,
+        fractional, drives the warm-up ramps and the deferred re-weighting), so a bare PyTorch loop
         (bench/bench_step.py) runs exactly the computation of `training_step`.
         """
         x1, x2 = self._layout(x1), self._layout(x2)
         c = self.loss_cfg
-        out = self.net(x1)
-        logits, dist_logits, feats = out["logits"], out.get("dist_logits"), out["feats"]
-        lp = self.log_prior
-        k_range = range(self.num_experts)
-        ramp = linear_ramp(epoch, c.warmup_epochs)
+        step = _Step(x2=x2, y=y, epoch=epoch, ramp=linear_ramp(epoch, c.warmup_epochs))
+        if c.mixup_alpha > 0:  # BalPoE's combiner: mixed images, target-dependent terms mixed as lam/(1 - lam)
+            x1, perm, step.lam = mixup_batch(x1, c.mixup_alpha)
+            step.y_b = y[perm]
+            step.stats["mixup_lam"] = step.lam
+        step.out = self.net(x1)
+        step.stats["ramp"] = step.ramp
 
         terms: dict[str, Tensor] = {}  # unweighted, summed over experts
         weights: dict[str, float] = {}
-        stats: dict[str, Tensor | float] = {"ramp": ramp}
-        terms["label"] = sum(balanced_softmax_loss(logits[k], y, lp, c.tau) for k in k_range)
-        weights["label"] = 1.0
-        if c.hcm:
-            # NCL mines on the first expert's raw logits (hcm_mining: first) and masks z + log n_j (log_counts).
-            mining = logits[0] if c.hcm_mining == "first" else logits.mean(0)
-            mined = hcm_logits(logits, self.log_counts, hcm_keep_mask(mining, y, c.hcm_k), c.tau, c.hcm_mask)
-            terms["hcm"] = sum(F.cross_entropy(mined[k], y) for k in k_range)
-            weights["hcm"] = c.hcm_weight
-            if self.num_experts > 1 and c.hcm_kd_weight > 0:  # NCL's second NBOD, over the mined logits
-                terms["kd_hcm"] = self._mutual_distillation_loss(mined)
-                weights["kd_hcm"] = ramp * c.hcm_kd_weight
-        if self.uses_kd:
-            terms["kd"] = self._distillation_loss(logits, dist_logits, y, stats)
-            weights["kd"] = ramp * c.kd_weight
-        if self.num_experts > 1 and c.feat_weight > 0:
-            terms["feat"] = feature_distillation_loss(feats, c.feat_distance, c.feat_target).sum()
-            weights["feat"] = ramp * c.feat_weight
-        if self.use_contrastive:
-            terms["con"] = self._contrastive_loss(feats, x2, y)
-            weights["con"] = c.con_weight
+        for name in self.terms:
+            compute, weight = TERMS[name]
+            terms[name] = compute(self, step)
+            weights[name] = weight(c, step.ramp)
 
         loss = sum(weights[name] * term for name, term in terms.items())
         if not torch.isfinite(loss):
@@ -266,8 +286,48 @@ class ECLModule(L.LightningModule):
                 f"term(s) {bad or list(terms)}; lower model.optim.lr or check the data"
             )
         with torch.no_grad():
-            stats["acc"] = (logits.mean(0).argmax(-1) == y).float().mean()
-        return loss, terms, stats
+            step.stats["acc"] = (step.out["logits"].mean(0).argmax(-1) == y).float().mean()
+        return loss, terms, step.stats
+
+    # The terms: each takes the step's context and returns the unweighted term, summed over experts.
+    def _label_term(self, step: _Step) -> Tensor:
+        """Per-expert label loss CE(z_k + b_k [- s m_y], y): b_k from label_tau / label_inverse_tau (docs 4.1)."""
+        c = self.loss_cfg
+        drw = c.drw_epoch >= 0 and math.floor(step.epoch) >= c.drw_epoch
+        margins = self.ldam_margin if c.label_loss == "ldam" else None
+        weight = self.drw_weight if drw else None
+        logits = step.out["logits"]
+        return step.mixed(
+            lambda y: expert_label_loss(logits, y, self.label_bias, margins, c.ldam_scale, weight, c.label_reduction)
+        )
+
+    def _hcm_term(self, step: _Step) -> Tensor:
+        c, logits, y = self.loss_cfg, step.out["logits"], step.y
+        # NCL mines on the first expert's raw logits (hcm_mining: first) and masks z + log n_j (log_counts).
+        mining = logits[0] if c.hcm_mining == "first" else logits.mean(0)
+        step.mined = hcm_logits(logits, self.log_counts, hcm_keep_mask(mining, y, c.hcm_k), c.tau, c.hcm_mask)
+        return sum(F.cross_entropy(step.mined[k], y) for k in range(self.num_experts))
+
+    def _kd_hcm_term(self, step: _Step) -> Tensor:
+        """NCL's second NBOD, over the mined logits (computed by the hcm term, which comes first)."""
+        return self._mutual_distillation_loss(step.mined)
+
+    def _kd_term(self, step: _Step) -> Tensor:
+        return self._distillation_loss(step.out["logits"], step.out.get("dist_logits"), step.y, step.stats)
+
+    def _feat_term(self, step: _Step) -> Tensor:
+        c = self.loss_cfg
+        return feature_distillation_loss(step.out["feats"], c.feat_distance, c.feat_target).sum()
+
+    def _con_term(self, step: _Step) -> Tensor:
+        return self._contrastive_loss(step.out["feats"], step.x2, step.y)
+
+    def _diversity_term(self, step: _Step) -> Tensor:
+        """RIDE's distribution-aware diversity: per-class temperatures once re-weighting starts (docs 4.3)."""
+        c = self.loss_cfg
+        drw = c.drw_epoch >= 0 and math.floor(step.epoch) >= c.drw_epoch
+        temperature = self.diversity_temp if drw else c.diversity_temperature
+        return ride_diversity_loss(step.out["logits"], temperature)
 
     def _distillation_loss(self, logits: Tensor, dist_logits: Tensor | None, y: Tensor, stats: dict) -> Tensor:
         """Online distillation from the other experts into each expert's student head(s).
@@ -275,8 +335,9 @@ class ECLModule(L.LightningModule):
         Students: the distillation heads (where built) and, with `distill_into_label_head`, the label heads; the
         re-weighting (weights from comparing the two heads) applies to the students named by `reweight_target`.
         """
-        c, lp = self.loss_cfg, self.log_prior
-        teachers = online_teachers(logits, lp, c.kd_temperature, c.detach_teacher, c.kd_target)
+        c = self.loss_cfg
+        priors = self._kd_priors()
+        teachers = online_teachers(logits, priors[:, None, :], c.kd_temperature, c.detach_teacher, c.kd_target)
         total = logits.new_zeros(())
         raw_means, raw_stds = [], []
         for k in range(self.num_experts):
@@ -288,14 +349,21 @@ class ECLModule(L.LightningModule):
                     raw_stds.append(w.std(unbiased=False))
                     w = normalize_weights(w, self._mean_across_processes(w.mean()))
                 w_dist = w if c.reweight_target in ("dist", "both") else None
-                total = total + kd_loss(dist_logits[k], teachers[k], lp, c.kd_temperature, w_dist)
+                total = total + kd_loss(dist_logits[k], teachers[k], priors[k], c.kd_temperature, w_dist)
             if c.distill_into_label_head:
                 w_label = w if c.reweight_target in ("label", "both") else None
-                total = total + kd_loss(logits[k], teachers[k], lp, c.kd_temperature, w_label)
+                total = total + kd_loss(logits[k], teachers[k], priors[k], c.kd_temperature, w_label)
         if raw_means:
             stats["kd_weight_mean"] = torch.stack(raw_means).mean().detach()
             stats["kd_weight_std"] = torch.stack(raw_stds).mean().detach()
         return total
+
+    def _kd_priors(self) -> Tensor:
+        """[K, C] log priors of the distillation space: log prior for all (kd_prior: train), or each expert's own
+        label bias b_k (kd_prior: expert), so experts with different target priors meet in the training posterior."""
+        if self.loss_cfg.kd_prior == "expert":
+            return self.label_bias
+        return self.log_prior.expand(self.num_experts, -1)
 
     def _mutual_distillation_loss(self, mined: Tensor) -> Tensor:
         """Distillation among the experts' mined logits [K, B, C] (the prior is already in them), as for `kd`."""
@@ -306,7 +374,7 @@ class ECLModule(L.LightningModule):
 
     def _kd_weights(self, k: int, z: Tensor, s: Tensor, y: Tensor) -> Tensor | None:
         """Per-sample distillation weights of expert k (before normalisation); None for reweight=none."""
-        c, lp = self.loss_cfg, self.log_prior
+        c, lp = self.loss_cfg, self._kd_priors()[k]
         if c.reweight == "none":
             return None
         if c.reweight == "class_ema":
@@ -454,3 +522,36 @@ class ECLModule(L.LightningModule):
         if self._distributed:
             return self.all_gather(t).flatten(0, 1)
         return t
+
+
+@dataclass
+class _Step:
+    """What the terms of one training step share: the network's outputs, the targets, progress and statistics."""
+
+    x2: Tensor
+    y: Tensor
+    epoch: float
+    ramp: float
+    out: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    y_b: Tensor | None = None  # mixup's second targets (y[perm]) and weight lam
+    lam: float = 1.0
+    mined: Tensor | None = None  # the HCM logits, shared by the hcm and kd_hcm terms
+
+    def mixed(self, loss: Callable[[Tensor], Tensor]) -> Tensor:
+        """loss(y), or under mixup lam * loss(y) + (1 - lam) * loss(y[perm])."""
+        if self.y_b is None:
+            return loss(self.y)
+        return self.lam * loss(self.y) + (1.0 - self.lam) * loss(self.y_b)
+
+
+# A term's name (model.loss.terms) -> (its method on ECLModule, its weight given the loss config and the ramp).
+TERMS: dict[str, tuple[Callable[[ECLModule, _Step], Tensor], Callable[[LossConfig, float], float]]] = {
+    "label": (ECLModule._label_term, lambda c, ramp: 1.0),
+    "hcm": (ECLModule._hcm_term, lambda c, ramp: c.hcm_weight),
+    "kd_hcm": (ECLModule._kd_hcm_term, lambda c, ramp: ramp * c.hcm_kd_weight),
+    "kd": (ECLModule._kd_term, lambda c, ramp: ramp * c.kd_weight),
+    "feat": (ECLModule._feat_term, lambda c, ramp: ramp * c.feat_weight),
+    "con": (ECLModule._con_term, lambda c, ramp: c.con_weight),
+    "diversity": (ECLModule._diversity_term, lambda c, ramp: c.diversity_weight),
+}

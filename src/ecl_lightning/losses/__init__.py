@@ -20,10 +20,32 @@ from ecl_lightning.losses.distillation import (
     online_teachers,
     peer_teachers,
 )
+from ecl_lightning.losses.experts import (
+    EXPERT_REDUCTIONS,
+    LABEL_LOSSES,
+    drw_class_weights,
+    expert_label_biases,
+    expert_label_loss,
+    inverse_prior,
+    ldam_margins,
+    mixup_batch,
+    ride_diversity_loss,
+    ride_diversity_temperature,
+)
 from ecl_lightning.losses.feature import FEAT_DISTANCES, FEAT_TARGETS, feature_distillation_loss
 from ecl_lightning.losses.schedules import linear_ramp
 
 __all__ = [
+    "EXPERT_REDUCTIONS",
+    "LABEL_LOSSES",
+    "drw_class_weights",
+    "expert_label_biases",
+    "expert_label_loss",
+    "inverse_prior",
+    "ldam_margins",
+    "mixup_batch",
+    "ride_diversity_loss",
+    "ride_diversity_temperature",
     "FEAT_DISTANCES",
     "FEAT_TARGETS",
     "HCM_MASKS",
