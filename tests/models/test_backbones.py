@@ -90,3 +90,30 @@ def test_pretrained_path_missing_file_errors(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_trunk("resnet50", pretrained_path=str(missing))
+
+
+def test_resnet32_widths_is_ride_and_sade_reduce_dimension():
+    """RIDE/SADE's ResNet32Model with reduce_dimension: stage widths 16, 24, 48 (not 16, 32, 64)."""
+    trunk = build_trunk("resnet32", widths=[16, 24, 48])
+    assert trunk.out_dim == 48 and [s[0].conv1.out_channels for s in trunk.stages] == [16, 24, 48]
+    assert trunk(torch.randn(2, 3, 32, 32)).shape == (2, 48)
+    assert n_params(trunk) < n_params(build_trunk("resnet32"))
+    with pytest.raises(ValueError, match="3 entries"):
+        build_trunk("resnet32", widths=[16, 24])
+
+
+def test_resnext50_stage_planes_rebuilds_only_the_stages_that_differ():
+    """RIDE/SADE's ResNeXt50Model with reduce_dimension: layer3/4 planes 192/384 (feature 1536); layer1-2 as
+    torchvision's, so a shared early trunk keeps torchvision's weights layout."""
+    ref = torchvision.models.resnext50_32x4d(weights=None)
+    trunk = build_trunk("resnext50_32x4d", stage_planes=[64, 128, 192, 384])
+    assert trunk.out_dim == 1536
+    for i in (0, 1):
+        assert [p.shape for p in trunk.stages[i].parameters()] == [
+            p.shape for p in getattr(ref, f"layer{i + 1}").parameters()
+        ]
+    assert trunk.stages[2][0].conv3.out_channels == 768 and trunk.stages[3][0].conv3.out_channels == 1536
+    assert trunk.stages[3][0].conv2.groups == 32
+    assert trunk(torch.randn(1, 3, 64, 64)).shape == (1, 1536)
+    with pytest.raises(ValueError, match="pretrained_path cannot load"):
+        build_trunk("resnext50_32x4d", stage_planes=[64, 128, 192, 384], pretrained_path="weights.pth")

@@ -109,9 +109,16 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def resnet32(in_chans: int = 3, width: int = 1, shortcut: str = "A") -> Trunk:
-    """CIFAR ResNet-32 (He et al. 2016): 3 stages x 5 BasicBlocks, widths 16/32/64 (x width), option A."""
-    return cifar_resnet([16 * width, 32 * width, 64 * width], [5, 5, 5], [1, 2, 2], in_chans, shortcut)
+def resnet32(in_chans: int = 3, width: int = 1, shortcut: str = "A", widths: Sequence[int] | None = None) -> Trunk:
+    """CIFAR ResNet-32 (He et al. 2016): 3 stages x 5 BasicBlocks, widths 16/32/64 (x width), option A.
+
+    `widths` sets the three stage widths directly: [16, 24, 48] is RIDE's and SADE's `reduce_dimension` (with the
+    stem and stage 1 shared, shared_stages: 1), which keeps 3 experts near one ResNet-32's compute.
+    """
+    stage_widths = list(widths) if widths is not None else [16 * width, 32 * width, 64 * width]
+    if len(stage_widths) != 3:
+        raise ValueError(f"resnet32 widths must have 3 entries (one per stage), got {stage_widths}")
+    return cifar_resnet(stage_widths, [5, 5, 5], [1, 2, 2], in_chans, shortcut)
 
 
 def resnet_small(
@@ -128,16 +135,50 @@ def resnet_small(
 # ----------------------------------------------------------------------------- torchvision ResNets
 
 
-def _torchvision_trunk(arch: str, in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
-    """torchvision `arch` cut into stem (conv1, bn1, relu, maxpool) + layer1..4; fc dropped."""
+def _torchvision_trunk(
+    arch: str, in_chans: int = 3, pretrained_path: str | None = None, stage_planes: Sequence[int] | None = None
+) -> Trunk:
+    """torchvision `arch` cut into stem (conv1, bn1, relu, maxpool) + layer1..4; fc dropped.
+
+    `stage_planes` (4 values, torchvision's default [64, 128, 256, 512]) rebuilds the stages whose planes differ:
+    [64, 128, 192, 384] is RIDE's and SADE's `reduce_dimension` for ResNet-50 / ResNeXt-50 (model/fb_resnets/
+    RIDEResNet.py: layer3_output_dim 192, layer4_output_dim 384), with layer1-2 shared (shared_stages: 2).
+    """
     net = getattr(torchvision.models, arch)(weights=None)
     if in_chans != 3:
         net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    out_dim = net.fc.in_features
+    if stage_planes is not None:
+        out_dim = _rebuild_stages(net, list(stage_planes))
+        if pretrained_path is not None:
+            raise ValueError(
+                "stage_planes changes the torchvision architecture, so pretrained_path cannot load into it"
+            )
     if pretrained_path is not None:
         _load_torchvision_state(net, pretrained_path)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-    return Trunk(stem, [net.layer1, net.layer2, net.layer3, net.layer4], out_dim=net.fc.in_features)
+    return Trunk(stem, [net.layer1, net.layer2, net.layer3, net.layer4], out_dim=out_dim)
+
+
+def _rebuild_stages(net: torchvision.models.ResNet, planes: list[int]) -> int:
+    """Rebuild layer1..4 of a torchvision ResNet with the given planes (its own _make_layer); the feature width."""
+    default = [64, 128, 256, 512]
+    if len(planes) != 4:
+        raise ValueError(f"stage_planes must have 4 entries (layer1..4), got {planes}")
+    layers = [net.layer1, net.layer2, net.layer3, net.layer4]
+    block = type(layers[0][0])
+    net.inplanes = 64
+    for i, (p, d) in enumerate(zip(planes, default, strict=True)):
+        if p == d and net.inplanes == (64 if i == 0 else default[i - 1] * block.expansion):
+            net.inplanes = d * block.expansion
+            continue
+        layer = net._make_layer(block, p, len(layers[i]), stride=1 if i == 0 else 2)
+        for m in layer.modules():  # torchvision's own initialisation of a ResNet
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        setattr(net, f"layer{i + 1}", layer)
+    return planes[-1] * block.expansion
 
 
 def _load_torchvision_state(net: nn.Module, path: str) -> None:
@@ -162,16 +203,20 @@ def _load_torchvision_state(net: nn.Module, path: str) -> None:
     net.load_state_dict(state, strict=False)  # strict on the trunk keys (checked above); fc stays at init
 
 
-def resnet50(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
-    return _torchvision_trunk("resnet50", in_chans, pretrained_path)
+def resnet50(in_chans: int = 3, pretrained_path: str | None = None, stage_planes: Sequence[int] | None = None) -> Trunk:
+    return _torchvision_trunk("resnet50", in_chans, pretrained_path, stage_planes)
 
 
-def resnext50_32x4d(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
-    return _torchvision_trunk("resnext50_32x4d", in_chans, pretrained_path)
+def resnext50_32x4d(
+    in_chans: int = 3, pretrained_path: str | None = None, stage_planes: Sequence[int] | None = None
+) -> Trunk:
+    return _torchvision_trunk("resnext50_32x4d", in_chans, pretrained_path, stage_planes)
 
 
-def resnet152(in_chans: int = 3, pretrained_path: str | None = None) -> Trunk:
-    return _torchvision_trunk("resnet152", in_chans, pretrained_path)
+def resnet152(
+    in_chans: int = 3, pretrained_path: str | None = None, stage_planes: Sequence[int] | None = None
+) -> Trunk:
+    return _torchvision_trunk("resnet152", in_chans, pretrained_path, stage_planes)
 
 
 BACKBONES: dict[str, Callable[..., Trunk]] = {
