@@ -115,7 +115,9 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("model", ["ecl", "ecl_ncl", "ncl", "balanced_softmax", "ce"])
+@pytest.mark.parametrize(
+    "model", ["ecl", "ecl_ncl", "ncl", "balanced_softmax", "ce", "sade", "balpoe", "ride", "ecl_sade"]
+)
 def test_two_process_fit_tests_like_one_process(model, odd_fmnist_dir, tmp_path):
     """Fit each method on 2 gloo processes (uneven eval batches), then test its best checkpoint on 1 process: the test
     metrics agree and both count each of the 101 test images once (and the 2-process validation each of the 50).
@@ -145,7 +147,7 @@ def test_two_process_fit_tests_like_one_process(model, odd_fmnist_dir, tmp_path)
     assert set(one) == {k for k in two if k.startswith("test/")}
     assert one["test/num_samples"] == N_TEST
     for key, value in one.items():
-        assert value == pytest.approx(two[key], abs=1e-6), key
+        assert value == pytest.approx(two[key], rel=1e-6, abs=1e-6), key
     per_class_two = json.loads((run_dir / "per_class.json").read_text())
     per_class_one = json.loads((tmp_path / "one" / "per_class.json").read_text())
     assert per_class_one["ensemble"] == pytest.approx(per_class_two["ensemble"], abs=1e-6)

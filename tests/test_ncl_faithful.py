@@ -11,11 +11,9 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
-from torch import nn
 
 from ecl_lightning.module import ECLModule
+from helpers import FixedLogits, model_cfg
 
 K, B, C = 3, 16, 100
 HCM_N = 30
@@ -23,25 +21,6 @@ HCM_N = 30
 
 def cifar100_lt_counts(n_max: int = 500, imbalance: float = 100.0) -> list[int]:
     return [int(n_max * (1 / imbalance) ** (i / (C - 1))) for i in range(C)]
-
-
-def model_cfg(name: str, *overrides: str) -> dict:
-    with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=cifar100_lt", f"model={name}", *overrides])  # HCM_N 30
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("_target_"), model.pop("_convert_")
-    return model
-
-
-class FixedLogits(nn.Module):
-    """Stands in for the network: returns the given label (and distillation) logits, so the loss sees known values."""
-
-    def __init__(self, logits: torch.Tensor, dist_logits: torch.Tensor | None = None):
-        super().__init__()
-        self.logits, self.dist_logits = logits, dist_logits
-
-    def forward(self, x):
-        return {"feats": torch.zeros(K, x.shape[0], 4), "logits": self.logits, "dist_logits": self.dist_logits}
 
 
 def ncl_reference(z: torch.Tensor, y: torch.Tensor, counts: list[int], factor=0.6, factor_hcm=0.6) -> dict:

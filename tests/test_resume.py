@@ -64,6 +64,26 @@ def test_resume_from_a_checkpoint_path_equals_one_go(one_go, fmnist_dir, tmp_pat
     assert_same_run(metrics, last_state(second), one_go)
 
 
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ("sade", []),
+        ("balpoe", []),  # mixup: the resumed epoch must draw the same lambdas and permutations
+        ("ride", ["model.loss.drw_epoch=1"]),  # the deferred re-weighting switches on in the resumed epoch
+        ("ecl_sade", []),
+    ],
+)
+def test_skill_diverse_methods_resume_exactly(model, extra, fmnist_dir, tmp_path):
+    def overrides(epochs: int) -> list[str]:
+        return [*resume_overrides(fmnist_dir, epochs), f"model={model}", *extra]
+
+    reference = train(compose_cfg(overrides(2), tmp_path / "one_go")), last_state(tmp_path / "one_go")
+    train(compose_cfg(overrides(1), tmp_path / "first"))
+    ckpt_path = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    metrics = train(compose_cfg([*overrides(2), f"ckpt_path={ckpt_path}"], tmp_path / "second"))
+    assert_same_run(metrics, last_state(tmp_path / "second"), reference)
+
+
 def compose_run(overrides: list[str], root: Path):
     """Compose as `python -m ecl_lightning` does, with the run directory that Hydra would make under `root`."""
     with initialize_config_module(config_module="ecl_lightning.conf", version_base="1.3"):
