@@ -67,6 +67,7 @@ def test_shifted_protocol_refuses_bad_input_before_running_the_network(trained_r
         "correction=[oracle]": "correction=oracle",
         "protocol=drifted": "protocol=drifted",
         "+selfsup.steps=3": "selfsup.steps is not an option",
+        "shifted.collapse_weight=0": "shifted.collapse_weight=0.0 must be in",
     }
     for i, (override, message) in enumerate(cases.items()):
         cfg = compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, override], tmp_path / str(i), "eval")
@@ -100,3 +101,28 @@ def test_selfsup_on_label_and_distillation_heads(trained_run, tmp_path):  # noqa
     assert not any(k.startswith("calibration/") for k in metrics)
     # heads=label+dist makes each expert the mean of its two heads: mean_logits is the label+dist ensemble
     assert "| mean_logits | none |" in (tmp_path / "shifted.md").read_text()
+
+
+def test_a_collapse_of_the_selfsup_weights_is_said_with_the_uniform_result_beside_it(trained_run, tmp_path):  # noqa: F811
+    """SADE users saw its aggregation fall from 87 % to 30 % when the weights went to one expert: any set whose
+    largest weight reaches shifted.collapse_weight is flagged in metrics.json, the log and shifted.md, next to the
+    uniform (mean_logits) accuracy, which is scored even when only selfsup is asked for."""
+    _, best, _ = trained_run
+    overrides = ["aggregate=[selfsup]", "correction=[known]", "calibration=false"]
+    # max_k w_k >= 1/K always: a threshold of 0.3 (K = 3) flags every set, 1.0 none (softmax weights are < 1)
+    flagged = evaluate(compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, *overrides,
+                                    "shifted.collapse_weight=0.3"], tmp_path / "a", config_name="eval"))  # fmt: skip
+    profiles = ["forward5", "forward2", "uniform", "backward2", "backward5"]
+    text = (tmp_path / "a" / "shifted.md").read_text()
+    for p in profiles:
+        assert flagged[f"shifted/{p}/selfsup/collapsed"] == 1.0
+        weights = [flagged[f"shifted/{p}/selfsup/weight_expert{k}"] for k in (1, 2, 3)]
+        top = max(range(3), key=weights.__getitem__)
+        uniform = 100 * flagged[f"shifted/{p}/mean_logits/known/acc"]
+        assert f"selfsup on {p}: the fitted weights collapsed onto expert{top + 1}" in text
+        assert f"vs {uniform:.2f} % with uniform weights (mean_logits), correction known" in text
+    assert "| mean_logits | known |" in text and "| selfsup | known |" in text
+    calm = evaluate(compose_cfg([f"ckpt_path={best}", "protocol=shifted", *FAST, *overrides,
+                                 "shifted.collapse_weight=1.0"], tmp_path / "b", config_name="eval"))  # fmt: skip
+    assert all(calm[f"shifted/{p}/selfsup/collapsed"] == 0.0 for p in profiles)
+    assert "No collapse onto one expert." in (tmp_path / "b" / "shifted.md").read_text()

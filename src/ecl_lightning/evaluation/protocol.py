@@ -55,6 +55,7 @@ class ShiftedOptions:
     tau: float
     selfsup: dict
     calibrate: bool
+    collapse_weight: float = 0.9
 
 
 def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOptions:
@@ -74,6 +75,9 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
     for a in aggregations:
         if a not in (*AGGREGATIONS, "label+dist"):
             raise ConfigError(f"aggregate={a} is not one of {(*AGGREGATIONS, 'label+dist')}")
+    if "selfsup" in aggregations and "mean_logits" not in aggregations:
+        # the uniform result is kept beside the fitted one, so a collapse of the weights can be judged
+        aggregations.insert(aggregations.index("selfsup"), "mean_logits")
     if "label+dist" in aggregations and not has_dist:
         raise ConfigError("aggregate=label+dist needs distillation heads; this checkpoint has none")
     corrections = [str(c) for c in cfg.get("correction") or ["none"]]
@@ -92,6 +96,10 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
     if set(selfsup) - allowed:
         raise ConfigError(f"selfsup.{sorted(set(selfsup) - allowed)[0]} is not an option; use {sorted(allowed)}")
     shifted = cfg.get("shifted") or {}
+    collapse = float(shifted.get("collapse_weight", 0.9))
+    if not 0 < collapse <= 1:
+        raise ConfigError(f"shifted.collapse_weight={collapse} must be in (0, 1]: the largest selfsup weight that "
+                          "counts as a collapse onto one expert")  # fmt: skip
     return ShiftedOptions(
         ratios=[float(r) for r in shifted.get("ratios", [50, 25, 10, 5, 2])],
         seed=int(shifted.get("seed", 0)),
@@ -101,6 +109,7 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
         tau=float(cfg.get("tau", 1.0)),
         selfsup=selfsup,
         calibrate=has_val if calibrate is None else bool(calibrate),
+        collapse_weight=collapse,
     )
 
 
@@ -182,6 +191,7 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
     eval_cfg = model.eval_cfg
     metrics: dict[str, float] = {}
     weights: dict[str, list[float]] = {}
+    collapsed: list[str] = []
     for name, idx_np in subsets.items():
         idx = torch.as_tensor(idx_np)
         part = _subset(test, idx)
@@ -195,6 +205,9 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
                 weights[name] = w.tolist()
                 for k, wk in enumerate(w.tolist()):
                     metrics[f"shifted/{name}/selfsup/weight_expert{k + 1}"] = wk
+                metrics[f"shifted/{name}/selfsup/collapsed"] = float(w.max() >= opts.collapse_weight)
+                if w.max() >= opts.collapse_weight:
+                    collapsed.append(name)
             z = combine(part, heads, agg, w)
             for corr in opts.corrections:
                 if corr == "none":
@@ -224,8 +237,31 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
 
     profiles = list(subsets)
     rows = [(a, c) for a in opts.aggregations for c in opts.corrections]
-    _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers)
+    warnings = collapse_warnings(metrics, collapsed, opts.collapse_weight, opts.corrections[0])
+    for line in warnings:
+        log.warning(line)
+    _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers, warnings)
     return metrics
+
+
+def collapse_warnings(metrics: dict[str, float], collapsed: list[str], threshold: float, correction: str) -> list[str]:
+    """One line per test set whose selfsup weights put `threshold` or more on one expert, with the uniform
+    (mean_logits) accuracy beside the fitted one, so a user sees what the collapse cost or gained."""
+    lines = []
+    for name in collapsed:
+        w, k = [], 1
+        while f"shifted/{name}/selfsup/weight_expert{k}" in metrics:
+            w.append(metrics[f"shifted/{name}/selfsup/weight_expert{k}"])
+            k += 1
+        top = max(range(len(w)), key=w.__getitem__)
+        fitted = metrics[f"shifted/{name}/selfsup/{correction}/acc"]
+        uniform = metrics[f"shifted/{name}/mean_logits/{correction}/acc"]
+        lines.append(
+            f"selfsup on {name}: the fitted weights collapsed onto expert{top + 1} (w = {w[top]:.3f} >= "
+            f"shifted.collapse_weight={threshold:g}); accuracy {100 * fitted:.2f} % vs {100 * uniform:.2f} % with "
+            f"uniform weights (mean_logits), correction {correction}"
+        )
+    return lines
 
 
 def _calibrate(val: SplitLogits, test: SplitLogits, heads: str, aggregations: list[str], n_bins: int):
@@ -251,7 +287,9 @@ def _calibrate(val: SplitLogits, test: SplitLogits, heads: str, aggregations: li
     return calibration, reliability
 
 
-def _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers):
+def _write_outputs(
+    output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers, warnings
+):
     from ecl_lightning.plots import plot_reliability, plot_shifted_accuracy
 
     write_json(output_dir / "metrics.json", metrics)
@@ -280,6 +318,7 @@ def _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, re
     if weights:
         sections += ["## Self-supervised expert weights (fitted on each test set's unlabeled images)"]
         sections += [weights_table(weights)]
+        sections += ["\n".join(f"- **Collapsed**: {line}" for line in warnings) or "No collapse onto one expert."]
     if calibration:
         sections += [
             "## Calibration on the test split: temperature fitted on val, before -> after",
