@@ -31,8 +31,11 @@ def test_shifted_protocol_writes_every_output(trained_run, tmp_path):  # noqa: F
     assert metrics["shifted/uniform/expert2/acc_class"] == pytest.approx(balanced["test/expert2/acc"])
     for p in profiles:
         for agg in ("mean_logits", "mean_probs", "product", "label+dist", "selfsup"):
-            for corr in ("none", "known", "em"):
+            for corr in ("none", "known", "em", "em_temperature", "em_bcts"):  # the data has a val split
                 assert 0 <= metrics[f"shifted/{p}/{agg}/{corr}/acc"] <= 1
+            for corr in ("em_temperature", "em_bcts"):
+                assert metrics[f"shifted/{p}/{agg}/{corr}_temperature"] > 0
+                assert metrics[f"shifted/{p}/{agg}/{corr}_prior_l1"] >= 0
         weights = [metrics[f"shifted/{p}/selfsup/weight_expert{k}"] for k in (1, 2, 3)]
         assert sum(weights) == pytest.approx(1.0, abs=1e-5)
     subsets = json.loads((out / "shifted_subsets.json").read_text())

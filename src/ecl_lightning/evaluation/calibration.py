@@ -24,6 +24,25 @@ def fit_temperature(logits: Tensor, targets: Tensor, max_iter: int = 100) -> flo
     return float(log_t.detach().exp())
 
 
+def fit_bcts(logits: Tensor, targets: Tensor, max_iter: int = 200) -> tuple[float, Tensor]:
+    """Bias-corrected temperature scaling (Alexandari et al., ICML 2020): T > 0 and per-class biases b [C]
+    minimising the NLL of softmax(z / T + b) on (val) logits [N, C]; LBFGS on (log T, b), b starting at 0."""
+    z, y = logits.detach().double(), targets.long()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(z.shape[-1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t, bias], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp() + bias, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    bias = bias.detach()
+    return float(log_t.detach().exp()), bias - bias.mean()  # the softmax ignores a common shift
+
+
 def nll(logits: Tensor, targets: Tensor) -> float:
     return float(F.cross_entropy(logits.double(), targets.long()))
 

@@ -25,6 +25,7 @@ from ecl_lightning.evaluation.aggregate import AGGREGATIONS, aggregate, fit_self
 from ecl_lightning.evaluation.calibration import (
     brier_score,
     calibration_scores,
+    fit_bcts,
     fit_temperature,
     reliability_bins,
 )
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ecl_lightning")
 
 PROTOCOLS = ("balanced", "shifted")
-CORRECTIONS = ("none", "known", "em")
+CORRECTIONS = ("none", "known", "em", "em_temperature", "em_bcts")
+# EM on calibrated logits: the calibration is fitted on the val split (balanced), never on test (docs/method.md 5.2)
+EM_CALIBRATIONS = {"em": "none", "em_temperature": "temperature", "em_bcts": "bcts"}
 FIXED = ("mean_logits", "mean_probs", "product", "label+dist")  # no fitting on test images: calibrated on val
 
 
@@ -56,6 +59,8 @@ class ShiftedOptions:
     selfsup: dict
     calibrate: bool
     collapse_weight: float = 0.9
+    em_max_iter: int = 1000
+    em_tol: float = 1e-6
 
 
 def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOptions:
@@ -80,12 +85,20 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
         aggregations.insert(aggregations.index("selfsup"), "mean_logits")
     if "label+dist" in aggregations and not has_dist:
         raise ConfigError("aggregate=label+dist needs distillation heads; this checkpoint has none")
-    corrections = [str(c) for c in cfg.get("correction") or ["none"]]
+    has_val = getattr(datamodule, "val_set", None) is not None
+    corrections = cfg.get("correction")
+    if corrections is None:  # every correction that applies: the calibrated EMs need a val split
+        corrections = ["none", "known", "em"] + (["em_temperature", "em_bcts"] if has_val else [])
+    corrections = [str(c) for c in ([corrections] if isinstance(corrections, str) else corrections) or ["none"]]
     for c in corrections:
         if c not in CORRECTIONS:
             raise ConfigError(f"correction={c} is not one of {CORRECTIONS}")
+        if c in ("em_temperature", "em_bcts") and not has_val:
+            raise ConfigError(
+                f"correction={c} calibrates the logits on the val split before EM, and {datamodule.name} has none "
+                "(never on test); use correction=[none,known,em]"
+            )
     calibrate = cfg.get("calibration")
-    has_val = getattr(datamodule, "val_set", None) is not None
     if calibrate and not has_val:
         raise ConfigError(
             f"calibration=true fits the temperatures on the val split, and {datamodule.name} has none "
@@ -110,6 +123,8 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
         selfsup=selfsup,
         calibrate=has_val if calibrate is None else bool(calibrate),
         collapse_weight=collapse,
+        em_max_iter=int((cfg.get("em") or {}).get("max_iter", 1000)),
+        em_tol=float((cfg.get("em") or {}).get("tol", 1e-6)),
     )
 
 
@@ -188,6 +203,12 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
         views = collect_view_logits(model, views_loader(datamodule, datamodule.test_set), device)
         views = tuple(expert_logits(v, heads) for v in views)
 
+    val = None
+    if opts.calibrate or any(EM_CALIBRATIONS.get(c, "none") != "none" for c in opts.corrections):
+        log.info("Collecting logits of the val split (temperatures, calibration before EM)")
+        val = collect_logits(model, datamodule.val_dataloader(), device)
+    em_calibrators: dict[tuple, tuple[float, Tensor | None]] = {}
+
     eval_cfg = model.eval_cfg
     metrics: dict[str, float] = {}
     weights: dict[str, list[float]] = {}
@@ -215,9 +236,18 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
                 elif corr == "known":
                     zc = prior_correction(z, prior.float(), opts.tau)
                 else:
-                    estimate = em_prior(z)
-                    metrics[f"shifted/{name}/{agg}/em_prior_l1"] = float((estimate.double() - prior).abs().sum())
-                    zc = prior_correction(z, estimate, opts.tau)
+                    kind = EM_CALIBRATIONS[corr]
+                    zcal = z
+                    if kind != "none":
+                        key = (agg, kind, None if w is None else name)  # selfsup: its own weights per test set
+                        if key not in em_calibrators:
+                            em_calibrators[key] = _fit_calibrator(combine(val, heads, agg, w), val.targets, kind)
+                        t, bias = em_calibrators[key]
+                        zcal = z / t + (0 if bias is None else bias.to(z))
+                        metrics[f"shifted/{name}/{agg}/{corr}_temperature"] = t
+                    estimate = em_prior(zcal, max_iter=opts.em_max_iter, tol=opts.em_tol)
+                    metrics[f"shifted/{name}/{agg}/{corr}_prior_l1"] = float((estimate.double() - prior).abs().sum())
+                    zc = prior_correction(zcal, estimate, opts.tau)
                 for key, value in scores(zc, y, class_counts, eval_cfg).items():
                     metrics[f"shifted/{name}/{agg}/{corr}/{key}"] = value
         per_expert = expert_logits(part, heads)
@@ -228,7 +258,6 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
 
     calibration, reliability = {}, {}
     if opts.calibrate:
-        val = collect_logits(model, datamodule.val_dataloader(), device)
         calibration, reliability = _calibrate(val, test, heads, opts.aggregations, eval_cfg.n_bins)
         for head, values in calibration.items():
             metrics.update({f"calibration/{head}/{k}": v for k, v in values.items()})
@@ -242,6 +271,14 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
         log.warning(line)
     _write_outputs(output_dir, metrics, profiles, rows, weights, calibration, reliability, cfg, opts, loggers, warnings)
     return metrics
+
+
+def _fit_calibrator(val_logits: Tensor, targets: Tensor, kind: str) -> tuple[float, Tensor | None]:
+    """(temperature, per-class biases or None) fitted on the val split's logits of one aggregation."""
+    if kind == "temperature":
+        return fit_temperature(val_logits, targets), None
+    t, bias = fit_bcts(val_logits, targets)
+    return t, bias.float()
 
 
 def collapse_warnings(metrics: dict[str, float], collapsed: list[str], threshold: float, correction: str) -> list[str]:
