@@ -47,3 +47,14 @@ def test_every_option_of_every_group_composes(group, option, hydra_initialised):
         assert cfg.hydra.runtime.choices[group] == option
     else:
         assert cfg.model.net.num_experts >= 1 and cfg.data._target_.startswith("ecl_lightning.data.")
+
+
+@pytest.mark.parametrize("debug", ["fdr", "limit", "overfit", "profiler"])
+def test_a_debug_preset_keeps_the_trainer_s_devices(debug, hydra_initialised):
+    """`trainer=ddp_cpu debug=limit` once composed devices: 1 (the preset won), silently running the DDP path a user
+    asked for as one process; and `trainer=gpu debug=fdr` ran on the CPU."""
+    ddp = compose("train", overrides=["trainer=ddp_cpu", f"debug={debug}"])
+    assert (ddp.trainer.devices, ddp.trainer.strategy, ddp.trainer.accelerator) == (2, "ddp", "cpu")
+    gpu = compose("train", overrides=["trainer=gpu", f"debug={debug}"])
+    assert (gpu.trainer.accelerator, gpu.trainer.devices, gpu.trainer.precision) == ("gpu", 1, "bf16-mixed")
+    assert ddp.data.num_workers == 0 and ddp.task_name == "debug"
