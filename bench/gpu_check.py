@@ -4,6 +4,8 @@
 
 Sections (each independent; a failure is recorded with its error and the rest go on; exit 1 if any failed):
   fdr     `debug=fdr` of every experiment on generated data in the real formats (trainer=gpu, bf16-mixed)
+  precision  the same ECL step in fp32 and bf16 autocast: relative difference of loss and gradients
+  decode  torchvision.io.decode_jpeg on the device against PIL on the same JPEGs
   timing  the CIFAR-100-LT ECL step (recipe batch, 3 experts, MoCo): eager, fused, fused+compile, channels_last;
           img/s, peak memory, projected minutes for the 400-epoch recipe, and NCL's loop shape as a ratio
 Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md. --cpu: the same code paths on the CPU at toy sizes.
@@ -149,7 +151,75 @@ def section_timing(args, work: Path) -> dict:
     return out
 
 
-SECTIONS = {"fdr": section_fdr, "timing": section_timing}
+def section_precision(args, work: Path) -> dict:
+    """The same ECL step (cifar100_lt model, fixed batch and weights) in fp32 and under bf16 autocast: relative
+    difference of the loss and of the flattened gradients."""
+    import copy
+    from contextlib import nullcontext
+
+    import bench_step
+    import torch
+
+    device, batch = ("cpu", 8) if args.cpu else ("cuda", 64)
+    a = bench_step.parse_args(
+        ["--device", device, "--batch", str(batch), "--override", f"model.loss.queue_size={4 * batch}"]
+    )
+    torch.manual_seed(0)
+    module, _, shape = bench_step.build_module(a, [])
+    module.to(device).train()
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = (torch.randn(batch, *shape, generator=g).to(device) for _ in range(2))
+    y = torch.randint(0, 100, (batch,), generator=g).to(device)
+    state = copy.deepcopy(module.state_dict())  # the queue and EMA encoder change in a step: restore them
+    res = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        module.load_state_dict(state)
+        module.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=dtype) if dtype else nullcontext():
+            loss, _, _ = module.compute_loss(x1, x2, y, epoch=0.0)
+        loss.backward()
+        grads = [p.grad.flatten().float() for p in module.net.parameters() if p.grad is not None]
+        res[name] = (loss.detach().float(), torch.cat(grads))
+    (l32, g32), (l16, g16) = res["fp32"], res["bf16"]
+    out = {
+        "loss_fp32": l32.item(),
+        "loss_bf16": l16.item(),
+        "loss_rel_diff": ((l16 - l32).abs() / l32.abs()).item(),
+        "grad_rel_diff": ((g16 - g32).norm() / g32.norm()).item(),
+        "grad_cosine": torch.nn.functional.cosine_similarity(g16, g32, dim=0).item(),
+    }
+    print(f"  bf16 vs fp32: loss rel diff {out['loss_rel_diff']:.2e}, grad rel diff {out['grad_rel_diff']:.2e}")
+    return out
+
+
+def section_decode(args, work: Path) -> dict:
+    """torchvision.io.decode_jpeg on the training device (nvJPEG on CUDA) against PIL on the same JPEG files."""
+    import numpy as np
+    import torch
+    import torchvision.io as tio
+    from PIL import Image
+
+    import datagen
+
+    device = "cpu" if args.cpu else "cuda"
+    rng = np.random.default_rng(0)
+    paths = [work / "jpeg" / f"{k}.jpg" for k in range(8 if args.cpu else 64)]
+    for k, path in enumerate(paths):
+        datagen.write_jpeg(path, k, rng, size=64)
+    decoded = tio.decode_jpeg([tio.read_file(str(p)) for p in paths], device=device)
+    diffs = []
+    for path, img in zip(paths, decoded, strict=True):
+        ref = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        diffs.append((img.cpu().int() - ref.int()).abs().max().item())
+    return {
+        "images": len(paths),
+        "device": device,
+        "max_abs_pixel_diff": max(diffs),
+        "mean_of_max": sum(diffs) / len(diffs),
+    }
+
+
+SECTIONS = {"fdr": section_fdr, "precision": section_precision, "decode": section_decode, "timing": section_timing}
 
 
 def finite(x) -> bool:

@@ -28,7 +28,7 @@ def numbers(tree) -> list[float]:
 def test_cpu_dry_mode_writes_ok_sections(tmp_path):
     result, report = run_check(tmp_path, "cifar10_lt")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert set(report["sections"]) == {"fdr", "timing"}
+    assert set(report["sections"]) == {"fdr", "precision", "decode", "timing"}
     assert all(s["status"] == "ok" for s in report["sections"].values())
     assert report["sections"]["fdr"]["results"]["cifar10_lt"]["rc"] == 0
     timing = report["sections"]["timing"]["results"]
@@ -36,6 +36,9 @@ def test_cpu_dry_mode_writes_ok_sections(tmp_path):
     assert "fused_compile" in timing["skipped"]  # the reason is recorded
     assert timing["eager"]["img_per_s"] > 0 and timing["ncl_shape"]["ratio_vs_eager"] > 0
     assert all(math.isfinite(x) for x in numbers(timing))
+    precision = report["sections"]["precision"]["results"]
+    assert 0 <= precision["grad_rel_diff"] < 0.5 and math.isfinite(precision["loss_rel_diff"])
+    assert report["sections"]["decode"]["results"]["max_abs_pixel_diff"] <= 255
     md = (tmp_path / "gpu_check.md").read_text()
     assert "## fdr: ok" in md and "## timing: ok" in md
 
