@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup data train test test-slow test-all bench lint format clean
+.PHONY: help setup data train test test-slow test-all bench gpu-check gpu-check-wheels lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ test-all: setup  ## every test
 bench: setup data  ## speed benchmarks (never part of make test): training step variants, then the data loaders
 	$(PY) bench/bench_step.py $(BENCH_ARGS)
 	$(PY) bench/bench_data.py
+
+gpu-check-wheels: setup  ## wheels of the package, hydra-core, omegaconf, wandb into .whl/ (for the GPU machine)
+	$(PY) -m pip wheel --no-deps -w .whl .
+	$(PY) -m pip wheel -w .whl hydra-core omegaconf wandb antlr4-python3-runtime
+
+gpu-check: setup  ## the prepared GPU check (bench/gpu_check.py) into logs/gpu_check; CPU dry mode: BENCH_ARGS=--cpu
+	$(PY) bench/gpu_check.py logs/gpu_check $(BENCH_ARGS)
 
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests bench scripts
