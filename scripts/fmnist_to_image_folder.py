@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
-from ecl_lightning.data import FashionMNISTLTDataModule
+if TYPE_CHECKING:
+    import numpy as np
 
 CLASS_NAMES = ("T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot")
 
 
 def write_split(out: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> int:
     """Save images[indices] (uint8 (N, 1, 28, 28)) as <out>/<class name>/<index>.png; the index is the source's."""
+    from PIL import Image
+
     for name in CLASS_NAMES:
         (out / name).mkdir(parents=True, exist_ok=True)
     for i in indices:
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imbalance-factor", type=float, default=100.0)
     parser.add_argument("--val-per-class", type=int, default=100)
     args = parser.parse_args(argv)
+    import numpy as np  # here, not at the top: `--help` answers without importing torch (18 s on a loaded machine)
+
+    from ecl_lightning.data import FashionMNISTLTDataModule
+
     dm = FashionMNISTLTDataModule(
         args.data_dir, n_max=args.n_max, imbalance_factor=args.imbalance_factor, val_per_class=args.val_per_class
     )
@@ -53,4 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ecl_lightning.cli import user_errors_as_messages
+
+    with user_errors_as_messages():  # no dataset at --data-dir: its message and exit code 2
+        main()

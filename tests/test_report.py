@@ -44,16 +44,23 @@ def test_label_ignores_seed_and_paths():
     assert config_label(["model=ce", "debug=fdr"], common=frozenset({"debug=fdr"})) == "model=ce"
 
 
-def test_cli_writes_file_and_errors_on_empty_dir(tmp_path):
+def test_cli_writes_file_and_errors_on_empty_dir(tmp_path, capsys):
     write_job(tmp_path / "sweep", 0, ["model=ecl"], {"test/acc": 0.5})
     out = tmp_path / "table.md"
     main([str(tmp_path / "sweep"), "--columns", "test/acc", "--output", str(out)])
     assert "| model=ecl | 1 | 50.00 |" in out.read_text()
-    with pytest.raises(FileNotFoundError, match="metrics.json"):
+    with pytest.raises(SystemExit) as stop:  # a user error: one line on stderr and exit code 2, as every entry point
         main([str(tmp_path / "nothing")])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"Error: no */metrics.json under {tmp_path / 'nothing'}: is it a finished multirun directory?\n"
+    )
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        load_runs(tmp_path / "nothing")
 
 
-def test_cli_joins_several_sweep_dirs_into_one_table(tmp_path):
+def test_cli_joins_several_sweep_dirs_into_one_table(tmp_path, capsys):
     # One sweep split across two multiruns (both number their jobs from 0): seeds of one config are pooled.
     write_job(tmp_path / "a", 0, ["variant=full", "seed=0", "ablation=x"], {"test/acc": 0.80})
     write_job(tmp_path / "a", 1, ["variant=full", "seed=1", "ablation=x"], {"test/acc": 0.84})
@@ -62,5 +69,6 @@ def test_cli_joins_several_sweep_dirs_into_one_table(tmp_path):
     table = main([str(tmp_path / "a"), str(tmp_path / "b"), "--columns", "test/acc"])
     assert "| variant=full | 3 | 82.00 ± 2.00 |" in table
     assert "| variant=no_feat | 1 | 70.00 |" in table
-    with pytest.raises(FileNotFoundError, match="typo"):  # a wrong second directory is named, not skipped
+    with pytest.raises(SystemExit):  # a wrong second directory is named, not skipped
         main([str(tmp_path / "a"), str(tmp_path / "typo")])
+    assert "typo" in capsys.readouterr().err

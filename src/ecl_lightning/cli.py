@@ -26,12 +26,16 @@ USAGE_EXIT_CODE = 2
 log = logging.getLogger("ecl_lightning")
 
 
+class PathNotFoundError(FileNotFoundError):
+    """A file or folder given on the command line does not exist; the message names the key and what to give."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The errors whose message is the whole story: config, dataset and checkpoint errors."""
+    """The errors whose message is the whole story: config, path, dataset and checkpoint errors."""
     from ecl_lightning.config import ConfigError  # CheckpointError is one
     from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 
-    return ConfigError, DatasetNotFoundError, DatasetFormatError
+    return ConfigError, PathNotFoundError, DatasetNotFoundError, DatasetFormatError
 
 
 def exit_with_message(message: str) -> None:
@@ -85,6 +89,20 @@ def unwritable(directory: Path, log_file: Path | None = None) -> str | None:
         if not os.access(log_file, os.W_OK):
             return f"cannot write the log file {log_file} (permission denied)"
     return None
+
+
+def check_output_file(path: Path, key: str = "output") -> None:
+    """Raise ConfigError naming `key=path` when the file cannot be written (its folder cannot be made or written
+    in, or the path is a folder), before any work whose result it would hold."""
+    from ecl_lightning.config import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"{key}={path} is a folder: give the path of a file (in it: {key}={path}/<name>)")
+    problem = unwritable(path.parent)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = "permission denied"
+    if problem:
+        raise ConfigError(f"{key}={path} cannot be written: {problem}; give a path in a writable folder")
 
 
 class RunDirCheck(Callback):

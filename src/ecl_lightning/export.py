@@ -8,6 +8,7 @@ Writes a self-contained model: float images in [0, 1] (B, C, H, W) at the traini
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import warnings
@@ -18,6 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from ecl_lightning.cli import check_output_file
 from ecl_lightning.config import ConfigError
 from ecl_lightning.inference import LoadedModel, NormalisedModel, load_for_inference
 
@@ -64,11 +66,24 @@ def export_torchscript(wrapper: torch.nn.Module, example: torch.Tensor, path: Pa
     torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
 
 
+def require_onnx(check: bool) -> None:
+    """format=onnx needs onnx to write the file and, with `check`, onnxruntime to reload it: say so before work."""
+    for name, needed_for in (("onnx", "format=onnx"), ("onnxruntime", "format=onnx with check=true")):
+        if name == "onnxruntime" and not check:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(
+                f'{needed_for} needs the {name} package ({err}): pip install "ecl_lightning[onnx]"'
+                + (" (or check=false to skip reloading the export)" if name == "onnxruntime" else "")
+            ) from None
+
+
 def export_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, metadata: dict) -> None:
-    try:
-        import onnx
-    except ImportError as err:
-        raise ConfigError('format=onnx needs the onnx package: pip install "ecl_lightning[onnx]"') from err
+    require_onnx(check=False)
+    import onnx
+
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter: kept for no onnxscript
@@ -92,6 +107,7 @@ def load_export(path: str | Path) -> tuple[object, dict]:
     """(callable: float tensor -> logits tensor, metadata) of an exported file, TorchScript or ONNX."""
     path = Path(path)
     if not zipfile.is_zipfile(path):  # TorchScript files are zip archives, ONNX files protobuf
+        require_onnx(check=True)
         import onnx
         import onnxruntime
 
@@ -107,13 +123,23 @@ def load_export(path: str | Path) -> tuple[object, dict]:
     return module, json.loads(extra[f"{METADATA_KEY}.json"])
 
 
+def output_path(output: str, fmt: str) -> Path:
+    """`output=`, with the format's suffix added when it has none."""
+    path = Path(output).expanduser()
+    return path if path.suffix else path.with_name(path.name + FORMATS[fmt])
+
+
 def export(cfg: DictConfig) -> Path:
     """Write the export (and `<output>.json`); with `cfg.check`, reload it and compare with the checkpoint."""
     if cfg.format not in FORMATS:
         raise ConfigError(f"format must be one of {sorted(FORMATS)}, got {cfg.format!r}")
+    if cfg.format == "onnx":
+        require_onnx(bool(cfg.check))
+    if cfg.output:
+        check_output_file(output_path(cfg.output, cfg.format))  # before the checkpoint is read
     loaded = load_for_inference(cfg)
-    output = Path(cfg.output or loaded.ckpt_path.stem).expanduser()
-    output = output if output.suffix else output.with_name(output.name + FORMATS[cfg.format])
+    output = output_path(cfg.output or loaded.ckpt_path.stem, cfg.format)
+    check_output_file(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     wrapper = NormalisedModel(loaded.model, loaded.spec).eval()
     metadata = export_metadata(loaded)
@@ -143,7 +169,10 @@ def check_export(path: Path, wrapper: torch.nn.Module, images: torch.Tensor, ato
 
 @hydra.main(version_base="1.3", config_path="pkg://ecl_lightning.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    export(cfg)
+    from ecl_lightning.cli import user_errors_as_messages
+
+    with user_errors_as_messages():  # a wrong format, output or checkpoint, a missing extra: message and exit 2
+        export(cfg)
 
 
 if __name__ == "__main__":

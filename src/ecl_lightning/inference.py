@@ -10,16 +10,17 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ecl_lightning.checkpoint import CheckpointError, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data.input_spec import InputSpec
-from ecl_lightning.evaluate import _data_config
+from ecl_lightning.evaluate import _data_config, _load_module
 from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as it is; a run directory (or its checkpoints/): the best-by-val checkpoint
-    (epoch_*.ckpt, kept alone by the default callbacks), else last.ckpt."""
+    (epoch_*.ckpt, kept alone by the default callbacks), else last.ckpt. Neither: CheckpointError naming the path."""
     path = Path(path).expanduser()
     if path.is_file():
         return path
@@ -30,10 +31,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return best[0]
         if (folder / "last.ckpt").is_file():
             return folder / "last.ckpt"
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"ckpt_path={path}: {len(best)} epoch_*.ckpt and no last.ckpt in {folder}; pass the checkpoint file"
         )
-    raise FileNotFoundError(f"ckpt_path={path} does not exist (a .ckpt file or a run directory)")
+    raise CheckpointError(f"ckpt_path={path} does not exist: give a .ckpt file or the directory of a run")
 
 
 @dataclass
@@ -47,11 +48,13 @@ class LoadedModel:
 
 def load_for_inference(cfg: DictConfig) -> LoadedModel:
     """The checkpoint `cfg.ckpt_path` in eval mode on the CPU, with `cfg.heads`; the input spec comes from the data
-    config of its run (or `data=` given on the command line); class names from the checkpoint, else the class ids."""
+    config of its run (or `data=` given on the command line); class names from the checkpoint, else the class ids.
+    The checkpoint is read as evaluate and train read it: a truncated or foreign file is a CheckpointError."""
     ckpt = resolve_checkpoint(cfg.ckpt_path)
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    eval_cfg = dict(hparams.get("eval") or {}, heads=cfg.heads)
-    model = ECLModule.load_from_checkpoint(ckpt, map_location="cpu", eval=eval_cfg).eval()
+    checkpoint = read_checkpoint(ckpt)
+    hparams = checkpoint["hyper_parameters"]
+    model = _load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads)).eval()
+    del checkpoint
     datamodule = instantiate(_data_config(cfg, ckpt))
     if not hasattr(datamodule, "input_spec"):
         raise ConfigError(

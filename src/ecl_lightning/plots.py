@@ -5,8 +5,8 @@ python -m ecl_lightning.plots <run dir>     # (re)draw the plots of a run
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -141,6 +141,25 @@ def save_run_plots(run_dir: Path) -> list[Path]:
     return written
 
 
+def main(argv: list[str] | None = None) -> list[Path]:
+    """(Re)draw the plots of the run directory in `argv`; a directory without per_class.json is one line on stderr
+    and exit code 2, as in every entry point."""
+    from ecl_lightning.cli import PathNotFoundError, user_errors_as_messages
+
+    parser = argparse.ArgumentParser(prog="python -m ecl_lightning.plots", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a finished run's directory (it holds per_class.json)")
+    args = parser.parse_args(argv)
+    with user_errors_as_messages():
+        if not (args.run_dir / "per_class.json").is_file():
+            raise PathNotFoundError(
+                f"{args.run_dir / 'per_class.json'} does not exist: give the directory of a run that was tested "
+                "(it holds per_class.json)"
+            )
+        written = save_run_plots(args.run_dir)
+    for path in written:
+        print(path)
+    return written
+
+
 if __name__ == "__main__":
-    for written in save_run_plots(Path(sys.argv[1])):
-        print(written)
+    main()

@@ -21,6 +21,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ecl_lightning.cli import PathNotFoundError, check_output_file
+from ecl_lightning.config import ConfigError
 from ecl_lightning.data.datasets.image_files import load_image
 from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.transforms.recipes import eval_transform
@@ -30,7 +32,8 @@ log = logging.getLogger("ecl_lightning")
 
 
 def list_inputs(pattern: str) -> list[Path]:
-    """A file, every file under a folder (recursively, hidden ones skipped, sorted), or the files a glob matches."""
+    """A file, every file under a folder (recursively, hidden ones skipped, sorted), or the files a glob matches;
+    nothing found is a user error naming `input=`."""
     path = Path(pattern).expanduser()
     if path.is_file():
         return [path]
@@ -39,11 +42,13 @@ def list_inputs(pattern: str) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        if not found:
+            raise ConfigError(f"input={pattern} is an empty folder (hidden files are skipped): give a folder of images")
         return found
     matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
     files = [p for p in matches if p.is_file()]
     if not files:
-        raise FileNotFoundError(f"input={pattern}: no such file or folder, and no file matches it as a glob")
+        raise PathNotFoundError(f"input={pattern}: no such file or folder, and no file matches it as a glob")
     return files
 
 
@@ -72,13 +77,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def predict(cfg: DictConfig) -> dict:
-    """Write the predictions CSV; return a summary (images, unreadable, seconds, images_per_s, output)."""
+    """Write the predictions CSV; return a summary (images, unreadable, seconds, images_per_s, output).
+    The input, the output and the checkpoint are checked (one-line errors) before any image is read."""
+    files = list_inputs(str(cfg.input))
+    output = Path(cfg.output).expanduser()
+    check_output_file(output)
     loaded = load_for_inference(cfg)
     device = resolve_device(cfg.device)
     # The weights in the layout the module trained in (its setup() does this under a Trainer): channels_last is 2x
     # faster here on CPU than converting every batch for contiguous weights.
     model, names = loaded.model.to(device, memory_format=loaded.model.memory_format), loaded.class_names
-    files = list_inputs(str(cfg.input))
     top_k = min(int(cfg.top_k), len(names))
     loader = DataLoader(
         PredictDataset(files, loaded.spec),
@@ -86,7 +94,6 @@ def predict(cfg: DictConfig) -> dict:
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
     )
-    output = Path(cfg.output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     experts = [f"expert{k + 1}" for k in range(model.num_experts)] if model.num_experts > 1 else []
     header = ["path", "class", "prob"]
@@ -141,7 +148,10 @@ def predict(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://ecl_lightning.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    from ecl_lightning.cli import user_errors_as_messages
+
+    with user_errors_as_messages():  # a wrong input, output or checkpoint: its message and exit code 2
+        predict(cfg)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from ecl_lightning.cli import PathNotFoundError, user_errors_as_messages
+
 DEFAULT_COLUMNS = ("test/acc", "test/acc_many", "test/acc_medium", "test/acc_few", "test/ece")
 # ckpt_path: evaluations of one configuration's seeds (`evaluate -m ckpt_path=a,b,c run_name=ecl`) pool like seeds.
 IGNORED_OVERRIDES = ("seed", "ckpt_path", "hydra.", "trainer.enable_progress_bar", "data.data_dir", "paths.")
@@ -34,7 +36,7 @@ def load_runs(sweep_dir: Path) -> list[dict]:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         runs.append({"dir": job_dir, "overrides": overrides or [], "metrics": json.loads(metrics_file.read_text())})
     if not runs:
-        raise FileNotFoundError(f"no */metrics.json under {sweep_dir}: is it a finished multirun directory?")
+        raise PathNotFoundError(f"no */metrics.json under {sweep_dir}: is it a finished multirun directory?")
     return runs
 
 
@@ -86,6 +88,13 @@ def to_markdown(rows: list[dict], columns=DEFAULT_COLUMNS) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
+    """The table of the sweeps in `argv` (printed, and written with --output); a wrong directory is one line on
+    stderr and exit code 2, as in every entry point."""
+    with user_errors_as_messages():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> str:
     parser = argparse.ArgumentParser(prog="python -m ecl_lightning.report", description=__doc__.splitlines()[0])
     parser.add_argument(
         "sweep_dirs", type=Path, nargs="+", metavar="sweep_dir", help="multirun directories (each holds 0/, 1/, ...)"
