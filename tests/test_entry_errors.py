@@ -195,3 +195,23 @@ def test_console_scripts_are_wrapped_entry_points(tmp_path):
     scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
     tested = {f"ecl_lightning.{m}:main" for m in ("__main__", "evaluate", "predict", "export", "report", "plots")}
     assert scripts and set(scripts.values()) <= tested
+
+
+def test_the_image_folder_script_answers_help_without_importing_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "fmnist_to_image_folder.py"
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['fmnist_to_image_folder.py', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--n-max" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "False"
