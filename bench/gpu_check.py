@@ -219,7 +219,54 @@ def section_decode(args, work: Path) -> dict:
     }
 
 
-SECTIONS = {"fdr": section_fdr, "precision": section_precision, "decode": section_decode, "timing": section_timing}
+def section_augment(args, work: Path) -> dict:
+    """The batched GPU augmentation (data.gpu_augment) against the CPU recipe on the same images: each view's
+    per-image, per-channel mean and std, averaged over the images and compared in standard errors (the random draws
+    differ, their distribution must not): a difference over 5 standard errors fails."""
+    import torch
+
+    from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms, fmnist_gpu_transforms
+    from ecl_lightning.data.transforms.recipes import cifar_transforms, fmnist_transforms
+
+    device = "cpu" if args.cpu else "cuda"
+    n = 256 if args.cpu else 2048
+    results, worst = {}, 0.0
+    for kind, cpu_fn, gpu_fn, shape in (
+        ("cifar", cifar_transforms, cifar_gpu_transforms, (3, 32, 32)),
+        ("fmnist", fmnist_transforms, fmnist_gpu_transforms, (1, 28, 28)),
+    ):
+        g = torch.Generator().manual_seed(0)
+        base = torch.randint(0, 256, (n, shape[0], 1, 1), generator=g)  # a per-image colour plus texture
+        x = (base + torch.randint(-40, 41, (n, *shape), generator=g)).clamp(0, 255).to(torch.uint8)
+        torch.manual_seed(0)
+        cpu_views = cpu_fn()[:2]
+        gpu_views = gpu_fn()(x.to(device))
+        for v, (cpu_view, gpu_out) in enumerate(zip(cpu_views, gpu_views, strict=True), start=1):
+            cpu_out = torch.stack([cpu_view(img) for img in x])
+            gpu_out = gpu_out.float().cpu()
+            stats = {}
+            for name in ("mean", "std"):  # per image and channel, then compared over images in standard errors
+                a = getattr(cpu_out.flatten(2), name)(dim=2).double()
+                b = getattr(gpu_out.flatten(2), name)(dim=2).double()
+                se = (a.var(0) / len(a) + b.var(0) / len(b)).sqrt().clamp_min(1e-12)
+                z = ((a.mean(0) - b.mean(0)).abs() / se).max().item()
+                stats[f"cpu_{name}"], stats[f"gpu_{name}"] = a.mean(0).tolist(), b.mean(0).tolist()
+                stats[f"{name}_z"] = z
+                worst = max(worst, z)
+            results[f"{kind}_view{v}"] = stats
+    results.update({"images": n, "device": device, "max_z": worst})
+    if worst > 5:
+        raise SectionError(f"GPU and CPU augmentation statistics differ by {worst:.1f} standard errors", results)
+    return results
+
+
+SECTIONS = {
+    "fdr": section_fdr,
+    "precision": section_precision,
+    "decode": section_decode,
+    "augment": section_augment,
+    "timing": section_timing,
+}
 
 
 def finite(x) -> bool:

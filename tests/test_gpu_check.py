@@ -28,7 +28,7 @@ def numbers(tree) -> list[float]:
 def test_cpu_dry_mode_writes_ok_sections(tmp_path):
     result, report = run_check(tmp_path, "cifar10_lt")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert set(report["sections"]) == {"fdr", "precision", "decode", "timing"}
+    assert set(report["sections"]) == {"fdr", "precision", "decode", "augment", "timing"}
     assert all(s["status"] == "ok" for s in report["sections"].values())
     assert report["sections"]["fdr"]["results"]["cifar10_lt"]["rc"] == 0
     timing = report["sections"]["timing"]["results"]
@@ -39,6 +39,9 @@ def test_cpu_dry_mode_writes_ok_sections(tmp_path):
     precision = report["sections"]["precision"]["results"]
     assert 0 <= precision["grad_rel_diff"] < 0.5 and math.isfinite(precision["loss_rel_diff"])
     assert report["sections"]["decode"]["results"]["max_abs_pixel_diff"] <= 255
+    augment = report["sections"]["augment"]["results"]
+    assert set(augment) >= {"cifar_view1", "cifar_view2", "fmnist_view1", "fmnist_view2"}
+    assert 0 <= augment["max_z"] <= 5 and len(augment["cifar_view1"]["gpu_mean"]) == 3
     md = (tmp_path / "gpu_check.md").read_text()
     assert "## fdr: ok" in md and "## timing: ok" in md
 
