@@ -70,6 +70,7 @@ def test_recipe_fast_dev_run_with_real_backbone(experiment, request, tmp_path, c
     tree = request.getfixturevalue(f"{experiment}_tree")
     overrides = [
         f"experiment={experiment}",
+        "trainer=cpu",  # the recipes train on GPUs; the debug presets keep the trainer's accelerator
         "debug=fdr",
         f"data.split_dir={tree / 'splits'}",
         f"data.image_root={tree / 'images'}",
@@ -85,7 +86,7 @@ def test_recipe_fast_dev_run_with_real_backbone(experiment, request, tmp_path, c
         "trainer.enable_progress_bar=false",
     ]
     cfg = compose_cfg(overrides, tmp_path)
-    assert cfg.trainer.accelerator == "cpu"  # debug=fdr
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.fast_dev_run
     with caplog.at_level(logging.INFO, logger="ecl_lightning"):
         metrics = train(cfg)
     assert metrics["test/count"] == 2 and 0.0 <= metrics["test/acc"] <= 1.0
