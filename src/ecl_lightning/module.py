@@ -65,7 +65,8 @@ class ECLModule(L.LightningModule):
 
     All arguments are plain values/dicts (what Hydra hands over with `_convert_: all`), so checkpoints load with
     `weights_only=True`. `class_counts` (training images per class) fixes the prior and the shot splits;
-    `class_names` (optional) are kept in the checkpoint for prediction, export and reports.
+    `class_names` (optional) are kept in the checkpoint for prediction, export and reports. `in_chans` and
+    `img_size` (the side of the input images) come from the data; `img_size` sizes the backbones that need it (ViTs).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class ECLModule(L.LightningModule):
         num_classes: int,
         class_counts: Sequence[int] | None = None,
         in_chans: int = 3,
+        img_size: int | None = None,
         net: dict | None = None,
         loss: dict | None = None,
         optim: dict | None = None,
@@ -120,6 +122,7 @@ class ECLModule(L.LightningModule):
         self.use_contrastive = "con" in self.terms
         if c.dist_head and not self.uses_kd:
             log.info("No online distillation in this configuration: no distillation heads are built.")
+        self.img_size = img_size
         self.net = self._build_net(in_chans, dist_head=c.dist_head and self.uses_kd)
         heads = self.eval_cfg.heads
         if heads == "label+dist" and self.net.dist_heads is None:
@@ -186,6 +189,7 @@ class ECLModule(L.LightningModule):
             proj_hidden=n.proj_hidden,
             backbone_kwargs=n.backbone_kwargs,
             fuse_experts=n.fuse_experts,
+            img_size=self.img_size,
         )
 
     def set_class_counts(self, class_counts: Sequence[int]) -> None:

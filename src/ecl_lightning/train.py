@@ -70,6 +70,7 @@ def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
         cfg.model,
         num_classes=datamodule.num_classes,
         in_chans=datamodule.in_chans,
+        img_size=datamodule.input_spec().image_size,
         class_counts=class_counts,
         **({"class_names": list(names)} if names is not None else {}),
     )

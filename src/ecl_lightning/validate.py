@@ -160,12 +160,33 @@ def check_model(cfg: DictConfig) -> None:
 
 
 def check_backbone(net: NetConfig) -> None:
-    """model.net.backbone is registered and model.net.backbone_kwargs are arguments of it (typed)."""
-    from ecl_lightning.models.backbones import BACKBONES
+    """model.net.backbone is registered (or a timm model, `timm:<name>`) and model.net.backbone_kwargs are arguments
+    of it (typed)."""
+    from ecl_lightning.models.backbones import BACKBONES, TIMM_PREFIX
 
+    if net.backbone.startswith(TIMM_PREFIX):
+        check_timm(net)
+        return
     if net.backbone not in BACKBONES:
-        raise ConfigError(f"model.net.backbone={net.backbone!r} is not one of {sorted(BACKBONES)}")
+        raise ConfigError(
+            f"model.net.backbone={net.backbone!r} is not one of {sorted(BACKBONES)}, nor timm:<name> (any timm model)"
+        )
     check_signature_keys("model.net.backbone_kwargs", net.backbone_kwargs, BACKBONES[net.backbone], skip=("in_chans",))
+
+
+def check_timm(net: NetConfig) -> None:
+    """A timm backbone: timm is installed and knows the name, the package's own keys are left to it, the weights file
+    exists, and the fused path (which has no rules for timm models) is not forced; no model is built here."""
+    from ecl_lightning.models.experts import timm_unfusable
+    from ecl_lightning.models.timm_backbones import check_timm_backbone, timm_trunk
+
+    check_timm_backbone(net.backbone.removeprefix("timm:"), net.backbone_kwargs)
+    hints = typing.get_type_hints(timm_trunk)
+    for key in ("pretrained_path", "vit_stages"):  # the package's own keys; the others go to timm.create_model
+        if key in net.backbone_kwargs:
+            check_type(f"model.net.backbone_kwargs.{key}", net.backbone_kwargs[key], hints[key])
+    if net.fuse_experts is True:
+        raise ConfigError(timm_unfusable(net.backbone))
 
 
 def check_experts(net: NetConfig, loss: LossConfig) -> None:

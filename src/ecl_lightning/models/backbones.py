@@ -12,24 +12,36 @@ from torch import Tensor, nn
 
 
 class Trunk(nn.Module):
-    """A CNN split as stem -> stages -> global average pool, so that the first stages can be shared."""
+    """A network split as stem -> stages -> pool, so that the first stages can be shared.
 
-    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], out_dim: int):
+    `pool` maps the last stage's output to the [B, F] feature: a global average pool for the CNNs here; for a timm
+    model, its own post-stage layers (e.g. a ViT's final norm and class-token pick; models/timm_backbones.py).
+    """
+
+    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], out_dim: int, pool: nn.Module | None = None):
         super().__init__()
         self.stem = stem
         self.stages = nn.ModuleList(stages)
+        self.pool = pool if pool is not None else GlobalAvgPool()
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return global_pool(x)
+        return self.pool(x)
 
 
 def global_pool(x: Tensor) -> Tensor:
     """[B, C, H, W] -> [B, C] spatial mean."""
     return x.mean(dim=(2, 3))
+
+
+class GlobalAvgPool(nn.Module):
+    """`global_pool` as a module (no parameters): the default end of a Trunk and of an expert branch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_pool(x)
 
 
 # ----------------------------------------------------------------------------- CIFAR-style ResNets
@@ -228,8 +240,16 @@ BACKBONES: dict[str, Callable[..., Trunk]] = {
 }
 
 
-def build_trunk(name: str, in_chans: int = 3, **kwargs) -> Trunk:
-    """Build a registered trunk by name; unknown names raise ValueError listing the registry."""
+TIMM_PREFIX = "timm:"
+
+
+def build_trunk(name: str, in_chans: int = 3, img_size: int | None = None, **kwargs) -> Trunk:
+    """Build a registered trunk by name, or any timm model as `timm:<name>` (models/timm_backbones.py); unknown
+    names raise ValueError listing the registry. `img_size` (the input's side) is used by timm models only."""
+    if name.startswith(TIMM_PREFIX):
+        from .timm_backbones import timm_trunk  # timm is an optional dependency
+
+        return timm_trunk(name.removeprefix(TIMM_PREFIX), in_chans=in_chans, img_size=img_size, **kwargs)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or timm:<name>")
     return BACKBONES[name](in_chans=in_chans, **kwargs)

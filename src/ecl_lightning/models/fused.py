@@ -23,7 +23,7 @@ import torchvision.models.resnet as tv
 from torch import Tensor, nn
 from torch.nn.modules._functions import SyncBatchNorm as SyncBatchNormFn
 
-from .backbones import BasicBlock, PadShortcut, global_pool
+from .backbones import BasicBlock, GlobalAvgPool, PadShortcut, global_pool
 
 
 def use_fused(setting: bool | str, x: Tensor, num_experts: int) -> bool:
@@ -149,6 +149,10 @@ def _identity(mods: Sequence[nn.Module], x: Tensor) -> Tensor:
     return x
 
 
+def _global_avg_pool(mods: Sequence[GlobalAvgPool], x: Tensor) -> Tensor:
+    return global_pool(x)  # a per-channel mean: the same on the stacked channels
+
+
 def _pad_shortcut(mods: Sequence[PadShortcut], x: Tensor) -> Tensor:
     """Option A per expert: subsample, then zero-pad each expert's own channel block."""
     m = mods[0]
@@ -187,6 +191,7 @@ _LEAVES: dict[type, Callable] = {
     nn.MaxPool2d: _max_pool,
     nn.Identity: _identity,
     PadShortcut: _pad_shortcut,
+    GlobalAvgPool: _global_avg_pool,
 }
 _BLOCKS: dict[type, Callable] = {
     nn.Sequential: _sequential,
