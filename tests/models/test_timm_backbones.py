@@ -68,6 +68,22 @@ def test_timm_vit_trains_on_cifar_at_its_size(data_dirs, tmp_path):
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
+def test_deit_lt_variant_composes_and_runs_shrunk(data_dirs, tmp_path):
+    """variant=vit_deit_lt: DeiT-LT's released numbers; a fast_dev_run with the ViT shrunk (same cut, same recipe)."""
+    overrides = ["experiment=cifar100_lt", "variant=vit_deit_lt"]
+    cfg = compose_cfg(overrides, tmp_path)
+    net, optim = cfg.model.net, cfg.model.optim
+    assert net.backbone == "timm:deit_base_patch16_224" and net.backbone_kwargs.patch_size == 4
+    assert (net.shared_stages, net.backbone_kwargs.vit_stages, net.backbone_kwargs.drop_path_rate) == (3, 4, 0.1)
+    assert (optim.name, optim.lr, optim.weight_decay, optim.base_batch_size) == ("adamw", 2.5e-4, 0.05, None)
+    assert (cfg.model.schedule.name, cfg.model.schedule.warmup_epochs, cfg.model.schedule.min_lr) == ("cosine", 5, 1e-5)
+    assert (cfg.trainer.max_epochs, cfg.trainer.accumulate_grad_batches, cfg.data.batch_size) == (1200, 4, 256)
+    shrunk = ["++model.net.backbone_kwargs.depth=4", "++model.net.backbone_kwargs.embed_dim=32"]
+    shrunk += ["++model.net.backbone_kwargs.num_heads=2", "debug=fdr", *tiny_overrides("cifar100_lt", data_dirs)]
+    metrics = train(compose_cfg(overrides + shrunk, tmp_path / "run"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
 # ----------------------------------------------------------------------------- the shared-trunk cut
 
 
