@@ -7,6 +7,8 @@ expert k owns channels k*C .. (k+1)*C - 1. Batch norm is one F.batch_norm over t
 statistics, so the same numbers); in training its updated running statistics are written back into each expert's
 buffers. Everything else (ReLU, max-pool, residual sums, global pooling) acts per channel already.
 
+Rules exist for the package's own trunks only; timm backbones are refused (fuse_experts=true) or run one by one (auto).
+
 Chosen over torch.func (stack_module_state + vmap): vmap's convolution rule turns a weight-batched conv into this same
 grouped convolution anyway, while batch-norm running-stat updates under vmap need stacked copies of the buffers
 written back by hand all the same; spelled out here, every step is plain tensor code that torch.compile traces whole.
