@@ -97,3 +97,11 @@ def test_layout_and_parse_rows_errors():
         layout([{"metrics": {"test/acc": 0.5}}])
     with pytest.raises(ValueError, match="--rows label\\+dist/none: the runs have no such"):
         parse_rows(["label+dist/none"], [("mean_logits", "none")])
+
+
+def test_calibrated_em_rows_are_reported_in_the_protocol_order():
+    # every correction protocol=shifted writes has a row (em_temperature and em_bcts were once dropped silently)
+    metrics = {f"shifted/uniform/mean_logits/{c}/acc": 0.5 for c in ("em_bcts", "none", "em_temperature", "em")}
+    metrics["shifted/uniform/mean_logits/unknown_thing/acc"] = 0.5  # not a correction: no row
+    _, rows = layout([{"metrics": metrics}])
+    assert rows == [("mean_logits", c) for c in ("none", "em", "em_temperature", "em_bcts")]

@@ -12,17 +12,18 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from ecl_lightning.evaluation.protocol import CORRECTIONS
 from ecl_lightning.evaluation.shifted import signed_imbalance
 from ecl_lightning.evaluation.tables import _table
 
-CORRECTIONS = ("none", "known", "em")
 AGGREGATION_ORDER = ("mean_logits", "mean_probs", "product", "label+dist", "selfsup")
 CALIBRATION_KEYS = ("ece", "classwise_ece", "nll", "brier")
 
 
 def layout(runs: Sequence[dict]) -> tuple[list[str], list[tuple[str, str]]]:
     """The test profiles (forward-LT first, by imbalance) and the (aggregation, correction) rows that the runs'
-    `shifted/<profile>/<agg>/<corr>/acc` metrics hold, in the protocol's order (aggregation, then none, known, em)."""
+    `shifted/<profile>/<agg>/<corr>/acc` metrics hold, in the protocol's order (aggregation, then
+    none, known, em, em_temperature, em_bcts)."""
     profiles: dict[str, None] = {}
     rows: dict[tuple[str, str], None] = {}
     for run in runs:
