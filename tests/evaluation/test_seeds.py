@@ -91,6 +91,7 @@ def test_rows_pick_and_refuse_what_the_runs_do_not_have(two_methods):
     body = [line for line in table.split("What each selfsup row")[0].splitlines() if line.startswith("| (defaults)")]
     # one configuration: every override is shared, so the row is "(defaults)", as in the plain report
     assert body == ["| (defaults) | selfsup@test | none | 2 | 63.00 ± 1.41 | 53.00 ± 1.41 | 43.00 ± 1.41 |"]
+    assert main([str(two_methods[0]), "--shifted", "--rows", "selfsup/none"]) == table  # the name of older runs
     with pytest.raises(SystemExit):
         main([str(two_methods[0]), "--shifted", "--rows", "product/em"])
 

@@ -67,12 +67,14 @@ def layout(runs: Sequence[dict]) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def parse_rows(specs: Sequence[str] | None, available: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """`agg/corr` strings (`mean_logits/none`) -> rows, each checked against what the runs hold."""
+    """`agg/corr` strings (`mean_logits/none`) -> rows, each checked against what the runs hold; `selfsup/<corr>`,
+    the name before the rows named their tuning data, is `selfsup@test/<corr>`."""
     if not specs:
         return list(available)
     rows = []
     for spec in specs:
         agg, _, corr = spec.rpartition("/")
+        agg = "selfsup@test" if agg == "selfsup" else agg
         if (agg, corr) not in available:
             have = ", ".join(f"{a}/{c}" for a, c in available)
             raise ValueError(f"--rows {spec}: the runs have no such aggregation/correction; they have {have}")
