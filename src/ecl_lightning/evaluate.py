@@ -21,7 +21,7 @@ from ecl_lightning.config import ConfigError
 from ecl_lightning.extras import apply_extras
 from ecl_lightning.instantiate import instantiate, instantiate_loggers
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
-from ecl_lightning.loggers import configure_wandb
+from ecl_lightning.loggers import check_logger_packages, configure_wandb, record_mlflow_run
 from ecl_lightning.module import ECLModule
 from ecl_lightning.outputs import save_resolved_config, write_test_outputs
 from ecl_lightning.train import data_name
@@ -61,6 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` once; return the flat test metrics (also written as metrics.json)."""
     ckpt = Path(cfg.ckpt_path).expanduser()
     check_config(cfg)  # data (when given) and trainer keys, before anything is read
+    check_logger_packages(cfg)  # logger=tensorboard / mlflow without the `loggers` extra
     apply_extras(cfg)  # extras.print_config / ignore_warnings
     checkpoint = read_checkpoint(ckpt)  # once: a missing, truncated or foreign file is named here
     if cfg.get("seed") is not None:
@@ -83,6 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     configure_wandb(cfg)  # offline without an API key, as in training
     save_resolved_config(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
+    record_mlflow_run(loggers, output_dir)  # config.yaml as an artifact of the eval run
     if cfg.get("protocol", "balanced") != "balanced":
         from ecl_lightning.evaluation.protocol import run_shifted
 

@@ -1,18 +1,23 @@
-"""Loggers: the CSV file appended to across a resume, the W&B run id reused, W&B offline without an API key, and
-the W&B run ended with its job."""
+"""Loggers: the CSV file appended to across a resume, the W&B and MLflow run ids reused, W&B offline without an API
+key, the W&B run ended with its job, and the packages of the optional loggers checked before anything is built."""
 
 from __future__ import annotations
 
 import csv
+import importlib
 import logging
 import os
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
+
+from ecl_lightning.config import ConfigError
 
 log = logging.getLogger("ecl_lightning")
 
@@ -104,3 +109,107 @@ def finish_wandb(trainer: L.Trainer) -> None:
         import wandb
 
         wandb.finish()
+
+
+# Logger classes from the `loggers` extra, and the modules one of which each needs (Lightning's TensorBoardLogger
+# writes with tensorboard, else tensorboardX).
+EXTRA_LOGGERS = {"TensorBoardLogger": ("tensorboard", "tensorboardX"), "MLFlowLogger": ("mlflow",)}
+
+
+def check_logger_packages(cfg: DictConfig) -> None:
+    """A logger whose package is missing stops the run here, with the install line, not inside Lightning later."""
+    for name, conf in (cfg.get("logger") or {}).items():
+        target = str((conf or {}).get("_target_", "")).rsplit(".", 1)[-1]
+        modules = EXTRA_LOGGERS.get(target)
+        if modules and not any(_importable(module) for module in modules):
+            raise ConfigError(
+                f"logger.{name} ({target}) needs the {modules[0]} package, which is not installed: "
+                'pip install "ecl_lightning[loggers]"'
+            )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+MLFLOW_RUN_ID_FILE = "mlflow_run_id.txt"  # in the run directory: the run a resume continues
+
+
+class MLFlowLogger(_LightningMLFlowLogger):
+    """Lightning's MLFlowLogger with the config as params named like Hydra overrides (`model.loss.kd_weight`), and
+    only the params a run does not have yet (MLflow refuses to change a param's value, e.g. on resume)."""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict) -> None:
+        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+        from mlflow.entities import Param
+
+        params = _convert_params(params)
+        if set(params) == {"config"}:  # train.py logs the whole resolved config under one key
+            flat = _flatten_dict(params["config"], delimiter=".")
+        else:  # Lightning logs the module's hparams, its init args: the model config plus class_counts, num_classes
+            flat = {f"model.{k}": v for k, v in _flatten_dict(params, delimiter=".").items()}
+        flat = {k: str(v)[:250] for k, v in flat.items()}  # Lightning's truncation
+        logged = self.experiment.get_run(self.run_id).data.params
+        changed = sorted(k for k in flat if k in logged and logged[k] != flat[k])
+        if changed:
+            log.info(
+                "MLflow keeps a param's first value: %d differ now (%s%s); config.yaml has the current ones.",
+                len(changed), ", ".join(changed[:5]), ", ..." if len(changed) > 5 else "",
+            )  # fmt: skip
+        new = [Param(key=k, value=v) for k, v in flat.items() if k not in logged]
+        for start in range(0, len(new), 100):  # MLflow takes at most 100 params per call
+            self.experiment.log_batch(run_id=self.run_id, params=new[start : start + 100], **self._log_batch_kwargs)
+
+
+def reuse_mlflow_run_id(cfg: DictConfig) -> None:
+    """A resumed run continues the same MLflow run: without an explicit `logger.mlflow.run_id`, take the id
+    recorded in this run directory, else in the run directory of the checkpoint resumed from."""
+    mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if mlflow_cfg is None or mlflow_cfg.get("run_id") or not cfg.get("ckpt_path"):
+        return
+    places = [Path(cfg.paths.output_dir)]
+    ckpt = Path(str(cfg.ckpt_path))
+    if ckpt.is_file():
+        places.append(ckpt.resolve().parent.parent)  # <run dir>/checkpoints/<file>.ckpt
+    for run_dir in places:
+        record = run_dir / MLFLOW_RUN_ID_FILE
+        run_id = record.read_text().strip() if record.is_file() else ""
+        if run_id:
+            log.info("Resuming MLflow run %s (recorded in %s).", run_id, record)
+            with open_dict(cfg):
+                mlflow_cfg.run_id = run_id
+            return
+
+
+@rank_zero_only
+def record_mlflow_run(loggers: list, output_dir: Path) -> None:
+    """Write the MLflow run's id into the run directory (for a resume), mark a resumed run running again, and log
+    the resolved config.yaml as an artifact. Call after config.yaml is written."""
+    for logger in loggers:
+        if not isinstance(logger, _LightningMLFlowLogger):
+            continue
+        from mlflow.entities import RunStatus
+        from mlflow.exceptions import MlflowException
+
+        asked = logger._run_id  # set by logger.mlflow.run_id or by reuse_mlflow_run_id
+        try:
+            run = logger.experiment.get_run(logger.run_id)
+        except MlflowException as error:
+            if asked is None:
+                raise
+            record = output_dir / MLFLOW_RUN_ID_FILE
+            recorded = record.is_file() and record.read_text().strip() == asked
+            raise ConfigError(
+                f"logger.mlflow.run_id={asked}{f' (recorded in {record})' if recorded else ''}: not found at "
+                f"logger.mlflow.tracking_uri={logger._tracking_uri} ({str(error).splitlines()[0]}). Resume with the "
+                f"first part's tracking_uri{f', or delete {record} to start a new MLflow run' if recorded else ''}."
+            ) from error
+        if run.info.status != RunStatus.to_string(RunStatus.RUNNING):  # a resumed run, ended by its first part
+            logger.experiment.update_run(logger.run_id, status="RUNNING")
+        (output_dir / MLFLOW_RUN_ID_FILE).write_text(logger.run_id + "\n")
+        logger.experiment.log_artifact(logger.run_id, str(output_dir / "config.yaml"))

@@ -7,7 +7,7 @@ python -m ecl_lightning.report logs/results/part_a logs/results/part_b
 
 `--shifted` reads `python -m ecl_lightning.evaluate -m protocol=shifted ...` runs instead: one row per configuration,
 aggregation and correction, one column per test class distribution, then the expert weights and the calibration
-(ecl_lightning.evaluation.seeds); `--rows mean_logits/none selfsup/none` picks rows, `--plot acc.png` draws them.
+(ecl_lightning.evaluation.seeds); `--rows mean_logits/none selfsup@test/none` picks rows, `--plot acc.png` draws them.
 """
 
 from __future__ import annotations

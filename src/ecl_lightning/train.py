@@ -23,7 +23,14 @@ from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of 
     exit_nonzero_when_stopped,
     resolve_ckpt_path,
 )
-from ecl_lightning.loggers import configure_wandb, finish_wandb, reuse_wandb_run_id
+from ecl_lightning.loggers import (
+    check_logger_packages,
+    configure_wandb,
+    finish_wandb,
+    record_mlflow_run,
+    reuse_mlflow_run_id,
+    reuse_wandb_run_id,
+)
 from ecl_lightning.outputs import save_resolved_config, write_json, write_test_outputs
 from ecl_lightning.validate import check_config
 
@@ -37,6 +44,7 @@ log = logging.getLogger("ecl_lightning")
 def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
     """Build datamodule, model and trainer; every config and data error is raised here, before training."""
     check_config(cfg)  # types and ranges of every group, before any data is read
+    check_logger_packages(cfg)  # logger=tensorboard / mlflow without the `loggers` extra
     apply_extras(cfg)  # extras.print_config / ignore_warnings
     check_launch(cfg)
     with open_dict(cfg):
@@ -92,6 +100,7 @@ def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
                 cfg.callbacks.model_checkpoint.filename = "last_epoch_{epoch:03d}"
     configure_wandb(cfg)
     reuse_wandb_run_id(cfg)
+    reuse_mlflow_run_id(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
@@ -135,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_json(output_dir / "data_subset.json", datamodule.subset_info())
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": _plain(cfg)})
+    record_mlflow_run(trainer.loggers, output_dir)  # rank zero: its id for a resume, config.yaml as an artifact
 
     if cfg.get("train", True):
         with exit_nonzero_when_stopped(trainer, "training"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ecl_lightning.data.datamodules.loaders import make_loader
 from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
@@ -52,10 +53,12 @@ def train_view(datamodule: LongTailData) -> nn.Module:
     return datamodule.transforms(True)[0]
 
 
-def views_loader(datamodule: LongTailData, dataset: ImageDataset) -> DataLoader:
-    """In-order loader of two augmented views of `dataset` (one process: evaluate runs on one)."""
+def views_loader(datamodule: LongTailData, dataset: ImageDataset, indices: Sequence[int] | None = None) -> DataLoader:
+    """In-order loader of two augmented views of `dataset` (of its items `indices`, repeats allowed, when given;
+    one process: evaluate runs on one)."""
+    views = augmented_views(dataset, train_view(datamodule))
     return make_loader(
-        augmented_views(dataset, train_view(datamodule)),
+        views if indices is None else Subset(views, list(indices)),
         datamodule.eval_batch_size,
         train=False,
         num_workers=datamodule.num_workers,

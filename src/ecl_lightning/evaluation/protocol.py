@@ -1,7 +1,8 @@
 """`python -m ecl_lightning.evaluate ckpt_path=... protocol=shifted`: shifted test priors (docs/method.md 5.1).
 
-Runs the network once over the test split (and its two augmented views for `selfsup`, and the val split for the
-temperatures), then computes every test profile x aggregation x prior correction from the stored logits on the CPU.
+Runs the network once over the test split (and, for `selfsup`, two augmented views of its tuning images: the test
+split, or training images resampled to each test set's class counts; and the val split for the temperatures),
+then computes every test profile x aggregation x prior correction from the stored logits on the CPU.
 Over 300 lines: the whole driver of one protocol (collect, compute, write tables and plots, log), in reading order;
 the formulas are in shifted.py, prior.py, aggregate.py and calibration.py.
 """
@@ -31,6 +32,7 @@ from ecl_lightning.evaluation.calibration import (
 )
 from ecl_lightning.evaluation.logits import SplitLogits, collect_logits, collect_view_logits, views_loader
 from ecl_lightning.evaluation.prior import em_prior, prior_correction
+from ecl_lightning.evaluation.resample import resample_to_profile
 from ecl_lightning.evaluation.shifted import default_n_max, profile_counts, shifted_subsets
 from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, split_table, weights_table
 from ecl_lightning.metrics import LongTailMetrics
@@ -46,6 +48,19 @@ CORRECTIONS = ("none", "known", "em", "em_temperature", "em_bcts")
 # EM on calibrated logits: the calibration is fitted on the val split (balanced), never on test (docs/method.md 5.2)
 EM_CALIBRATIONS = {"em": "none", "em_temperature": "temperature", "em_bcts": "bcts"}
 FIXED = ("mean_logits", "mean_probs", "product", "label+dist")  # no fitting on test images: calibrated on val
+# What selfsup fits its weights on; each is its own aggregation row, `selfsup@<tuning_data>` (docs/method.md 5.3)
+TUNING_DATA = ("test", "train_resampled")
+
+
+def selfsup_row(tuning_data: str) -> str:
+    """The aggregation name of selfsup fitted on `tuning_data`, in metric keys and tables: `selfsup@test`."""
+    return f"selfsup@{tuning_data}"
+
+
+def tuning_data_of(aggregation: str) -> str | None:
+    """`selfsup@train_resampled` -> `train_resampled`; None for every other aggregation."""
+    name, _, data = aggregation.partition("@")
+    return data if name == "selfsup" and data else None
 
 
 @dataclass
@@ -58,6 +73,7 @@ class ShiftedOptions:
     tau: float
     selfsup: dict
     calibrate: bool
+    tuning_data: tuple[str, ...] = ("test",)
     collapse_weight: float = 0.9
     em_max_iter: int = 1000
     em_tol: float = 1e-6
@@ -83,6 +99,10 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
     if "selfsup" in aggregations and "mean_logits" not in aggregations:
         # the uniform result is kept beside the fitted one, so a collapse of the weights can be judged
         aggregations.insert(aggregations.index("selfsup"), "mean_logits")
+    selfsup, tuning_data = check_selfsup(cfg.get("selfsup"))
+    if "selfsup" in aggregations:  # one row per tuning data: selfsup@test, selfsup@train_resampled
+        i = aggregations.index("selfsup")
+        aggregations[i : i + 1] = [selfsup_row(t) for t in tuning_data]
     if "label+dist" in aggregations and not has_dist:
         raise ConfigError("aggregate=label+dist needs distillation heads; this checkpoint has none")
     has_val = getattr(datamodule, "val_set", None) is not None
@@ -104,10 +124,6 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
             f"calibration=true fits the temperatures on the val split, and {datamodule.name} has none "
             "(never on test); use calibration=false"
         )
-    selfsup = dict(OmegaConf.to_container(cfg.get("selfsup") or {}, resolve=True))
-    allowed = set(inspect.signature(fit_selfsup_weights).parameters) - {"view1", "view2", "seed"}
-    if set(selfsup) - allowed:
-        raise ConfigError(f"selfsup.{sorted(set(selfsup) - allowed)[0]} is not an option; use {sorted(allowed)}")
     shifted = cfg.get("shifted") or {}
     collapse = float(shifted.get("collapse_weight", 0.9))
     if not 0 < collapse <= 1:
@@ -122,10 +138,70 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
         tau=float(cfg.get("tau", 1.0)),
         selfsup=selfsup,
         calibrate=has_val if calibrate is None else bool(calibrate),
+        tuning_data=tuning_data,
         collapse_weight=collapse,
         em_max_iter=int((cfg.get("em") or {}).get("max_iter", 1000)),
         em_tol=float((cfg.get("em") or {}).get("tol", 1e-6)),
     )
+
+
+def check_selfsup(node) -> tuple[dict, tuple[str, ...]]:
+    """`selfsup.*` checked: (the settings of fit_selfsup_weights, the tuning data, one or several)."""
+    selfsup = dict(OmegaConf.to_container(node or {}, resolve=True))
+    tuning = selfsup.pop("tuning_data", "test")
+    tuning = tuple(str(t) for t in ([tuning] if isinstance(tuning, str) else tuning or []))
+    if not tuning:
+        raise ConfigError(f"selfsup.tuning_data=[] fits on nothing; use one or more of {list(TUNING_DATA)}")
+    for t in tuning:
+        if t not in TUNING_DATA:
+            raise ConfigError(
+                f"selfsup.tuning_data={t} is not one of {list(TUNING_DATA)} (test: the test set's own images, as "
+                "SADE's released code; train_resampled: training images resampled to the test set's class counts)"
+            )
+    if len(set(tuning)) < len(tuning):
+        raise ConfigError(f"selfsup.tuning_data={list(tuning)} names a tuning data twice")
+    allowed = set(inspect.signature(fit_selfsup_weights).parameters) - {"view1", "view2", "seed"}
+    if set(selfsup) - allowed:
+        raise ConfigError(
+            f"selfsup.{sorted(set(selfsup) - allowed)[0]} is not an option; use {sorted(allowed | {'tuning_data'})}"
+        )
+    for key, value in selfsup.items():
+        integer = key in ("epochs", "batch_size")
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+            raise ConfigError(f"selfsup.{key}={value!r} must be {'an integer' if integer else 'a number'}")
+        ok, bounds = {
+            "epochs": (value >= 1, ">= 1"),
+            "batch_size": (value >= 1, ">= 1"),
+            "lr": (value > 0, "> 0"),
+            "momentum": (0 <= value < 1, "in [0, 1)"),
+            "weight_decay": (value >= 0, ">= 0"),
+            "min_weight": (0 <= value < 1, "in [0, 1)"),
+        }[key]
+        if not ok:
+            raise ConfigError(f"selfsup.{key}={value!r} must be {bounds}")
+    return selfsup, tuning
+
+
+def describe_selfsup(tuning_data: str, settings: dict) -> str:
+    """One line: what `selfsup@<tuning_data>` was fitted on, and with which settings (shifted.md, the log)."""
+    data = {
+        "test": "each test set's own images, labels unused (transductive, as SADE's released code)",
+        "train_resampled": "training images resampled per class to each test set's class counts (inductive: no "
+        "test image)",
+    }[tuning_data]
+    s = {**selfsup_defaults(), **settings}
+    return (
+        f"`{selfsup_row(tuning_data)}`: expert weights fitted on two draws of the training view 1 of {data}; "
+        f"SGD{' (Nesterov)' * (s['momentum'] > 0)}, lr {s['lr']:g}, momentum {s['momentum']:g}, weight decay "
+        f"{s['weight_decay']:g}, batch {s['batch_size']}, {s['epochs']} epoch(s), stop once a weight < "
+        f"{s['min_weight']:g}"
+    )
+
+
+def selfsup_defaults() -> dict:
+    """fit_selfsup_weights's own defaults of the settings that `selfsup.*` may override."""
+    params = inspect.signature(fit_selfsup_weights).parameters
+    return {k: p.default for k, p in params.items() if k not in ("view1", "view2", "seed")}
 
 
 def expert_logits(split: SplitLogits, heads: str) -> Tensor:
@@ -141,7 +217,7 @@ def combine(split: SplitLogits, heads: str, method: str, weights: Tensor | None 
     """Aggregated logits [N, C]; `label+dist` is the mean over experts of each expert's mean label/dist logits."""
     if method == "label+dist":
         return ((split.label + split.dist) / 2).mean(0)
-    return aggregate(expert_logits(split, heads), method, weights)
+    return aggregate(expert_logits(split, heads), "selfsup" if tuning_data_of(method) else method, weights)
 
 
 def scores(logits: Tensor, targets: Tensor, class_counts, eval_cfg) -> dict[str, float]:
@@ -180,6 +256,12 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
     test_targets = datamodule.test_set.targets.numpy()
     subsets = shifted_subsets(test_targets, class_counts, opts.ratios, opts.seed, opts.n_max)
     n_max = opts.n_max if opts.n_max is not None else default_n_max(test_targets, len(class_counts))
+    tuning: dict[str, np.ndarray] = {}  # test set -> indices into the training split (selfsup@train_resampled)
+    if any(tuning_data_of(a) == "train_resampled" for a in opts.aggregations):
+        train_targets = datamodule.train_set.targets.numpy()
+        for name, idx in subsets.items():
+            counts = np.bincount(test_targets[idx], minlength=len(class_counts))
+            tuning[name] = resample_to_profile(train_targets, counts, opts.seed, name)
     write_json(
         output_dir / "shifted_subsets.json",
         {
@@ -191,6 +273,9 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
                 name: {"counts": profile_counts(n_max, class_counts, name).tolist(), "indices": idx.tolist()}
                 for name, idx in subsets.items()
             },
+            # selfsup@train_resampled: per test set, the training images (indices into the training split) its
+            # weights were fitted on; the same class counts as the test set
+            **({"selfsup_train_resampled": {name: idx.tolist() for name, idx in tuning.items()}} if tuning else {}),
         },
     )
     heads = str(cfg.heads)
@@ -198,10 +283,15 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
     log.info("protocol=shifted: collecting logits of %d test images on %s", len(test_targets), device)
     test = collect_logits(model, datamodule.test_dataloader(), device)
     views = None
-    if "selfsup" in opts.aggregations:
-        log.info("Collecting logits of two augmented (training view 1) views of the test images for selfsup")
+    if selfsup_row("test") in opts.aggregations:
+        log.info("Collecting logits of two augmented (training view 1) views of the test images for selfsup@test")
         views = collect_view_logits(model, views_loader(datamodule, datamodule.test_set), device)
         views = tuple(expert_logits(v, heads) for v in views)
+    train_views = {}  # test set -> two views' logits of its resampled training images
+    for name, idx in tuning.items():
+        log.info("selfsup@train_resampled on %s: logits of two views of %d resampled training images", name, len(idx))
+        loader = views_loader(datamodule, datamodule.train_set, idx)
+        train_views[name] = tuple(expert_logits(v, heads) for v in collect_view_logits(model, loader, device))
 
     val = None
     if opts.calibrate or any(EM_CALIBRATIONS.get(c, "none") != "none" for c in opts.corrections):
@@ -211,8 +301,12 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
 
     eval_cfg = model.eval_cfg
     metrics: dict[str, float] = {}
-    weights: dict[str, list[float]] = {}
-    collapsed: list[str] = []
+    for agg in (a for a in opts.aggregations if tuning_data_of(a)):
+        # the settings beside the numbers, so that a table can say which fit produced them
+        for key, value in {**selfsup_defaults(), **opts.selfsup}.items():
+            metrics[f"settings/{agg}/{key}"] = float(value)
+    weights: dict[str, dict[str, list[float]]] = {}  # selfsup row -> test set -> weights
+    collapsed: list[tuple[str, str]] = []  # (selfsup row, test set)
     for name, idx_np in subsets.items():
         idx = torch.as_tensor(idx_np)
         part = _subset(test, idx)
@@ -220,15 +314,16 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
         prior = torch.bincount(y, minlength=model.num_classes).double() / len(y)
         for agg in opts.aggregations:
             w = None
-            if agg == "selfsup":
-                s = opts.selfsup
-                w = fit_selfsup_weights(views[0][:, idx], views[1][:, idx], seed=opts.seed, **s)
-                weights[name] = w.tolist()
+            if tuning_data_of(agg):
+                v1, v2 = (v[:, idx] for v in views) if tuning_data_of(agg) == "test" else train_views[name]
+                w = fit_selfsup_weights(v1, v2, seed=opts.seed, **opts.selfsup)
+                weights.setdefault(agg, {})[name] = w.tolist()
                 for k, wk in enumerate(w.tolist()):
-                    metrics[f"shifted/{name}/selfsup/weight_expert{k + 1}"] = wk
-                metrics[f"shifted/{name}/selfsup/collapsed"] = float(w.max() >= opts.collapse_weight)
+                    metrics[f"shifted/{name}/{agg}/weight_expert{k + 1}"] = wk
+                metrics[f"shifted/{name}/{agg}/tuning_images"] = float(v1.shape[1])
+                metrics[f"shifted/{name}/{agg}/collapsed"] = float(w.max() >= opts.collapse_weight)
                 if w.max() >= opts.collapse_weight:
-                    collapsed.append(name)
+                    collapsed.append((agg, name))
             z = combine(part, heads, agg, w)
             for corr in opts.corrections:
                 if corr == "none":
@@ -281,20 +376,22 @@ def _fit_calibrator(val_logits: Tensor, targets: Tensor, kind: str) -> tuple[flo
     return t, bias.float()
 
 
-def collapse_warnings(metrics: dict[str, float], collapsed: list[str], threshold: float, correction: str) -> list[str]:
-    """One line per test set whose selfsup weights put `threshold` or more on one expert, with the uniform
+def collapse_warnings(
+    metrics: dict[str, float], collapsed: list[tuple[str, str]], threshold: float, correction: str
+) -> list[str]:
+    """One line per (selfsup row, test set) whose weights put `threshold` or more on one expert, with the uniform
     (mean_logits) accuracy beside the fitted one, so a user sees what the collapse cost or gained."""
     lines = []
-    for name in collapsed:
+    for agg, name in collapsed:
         w, k = [], 1
-        while f"shifted/{name}/selfsup/weight_expert{k}" in metrics:
-            w.append(metrics[f"shifted/{name}/selfsup/weight_expert{k}"])
+        while f"shifted/{name}/{agg}/weight_expert{k}" in metrics:
+            w.append(metrics[f"shifted/{name}/{agg}/weight_expert{k}"])
             k += 1
         top = max(range(len(w)), key=w.__getitem__)
-        fitted = metrics[f"shifted/{name}/selfsup/{correction}/acc"]
+        fitted = metrics[f"shifted/{name}/{agg}/{correction}/acc"]
         uniform = metrics[f"shifted/{name}/mean_logits/{correction}/acc"]
         lines.append(
-            f"selfsup on {name}: the fitted weights collapsed onto expert{top + 1} (w = {w[top]:.3f} >= "
+            f"{agg} on {name}: the fitted weights collapsed onto expert{top + 1} (w = {w[top]:.3f} >= "
             f"shifted.collapse_weight={threshold:g}); accuracy {100 * fitted:.2f} % vs {100 * uniform:.2f} % with "
             f"uniform weights (mean_logits), correction {correction}"
         )
@@ -337,6 +434,9 @@ def _write_outputs(
         "training counts' (forward: head classes most frequent).",
         accuracy_table(metrics, profiles, rows),
     ]
+    selfsup_rows = [tuning_data_of(a) for a in opts.aggregations if tuning_data_of(a)]
+    if selfsup_rows:
+        sections += ["\n".join(f"- {describe_selfsup(t, opts.selfsup)}" for t in selfsup_rows)]
     for corr in opts.corrections:
         sections += [f"## {first}, correction {corr}: per split", split_table(metrics, profiles, f"{first}/{corr}")]
     expert_rows = sorted({k.split("/")[2] for k in metrics if k.split("/")[2].startswith("expert")})
@@ -352,10 +452,10 @@ def _write_outputs(
                 + ["| " + " | ".join(r) + " |" for r in body]
             ),
         ]
-    if weights:
-        sections += ["## Self-supervised expert weights (fitted on each test set's unlabeled images)"]
-        sections += [weights_table(weights)]
-        sections += ["\n".join(f"- **Collapsed**: {line}" for line in warnings) or "No collapse onto one expert."]
+    for agg, per_set in weights.items():
+        sections += [f"## Self-supervised expert weights, {agg}", weights_table(per_set)]
+        lines = [f"- **Collapsed**: {line}" for line in warnings if line.startswith(f"{agg} on ")]
+        sections += ["\n".join(lines) or "No collapse onto one expert."]
     if calibration:
         sections += [
             "## Calibration on the test split: temperature fitted on val, before -> after",
