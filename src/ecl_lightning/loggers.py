@@ -48,17 +48,22 @@ class CSVLogger(_LightningCSVLogger):
         return self._experiment
 
 
+def _resumed_run_dirs(cfg: DictConfig) -> list[Path]:
+    """Where a resumed run's logger ids are recorded: this run directory, then the checkpoint's run directory."""
+    places = [Path(cfg.paths.output_dir)]
+    ckpt = Path(str(cfg.ckpt_path))
+    if ckpt.is_file():
+        places.append(ckpt.resolve().parent.parent)  # <run dir>/checkpoints/<file>.ckpt
+    return places
+
+
 def reuse_wandb_run_id(cfg: DictConfig) -> None:
     """A resumed run continues the same W&B run: without an explicit `logger.wandb.id`, take the id of the W&B run
     found in this run directory, else in the run directory of the checkpoint resumed from."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is None or wandb_cfg.get("id") or not cfg.get("ckpt_path"):
         return
-    places = [Path(cfg.paths.output_dir)]
-    ckpt = Path(str(cfg.ckpt_path))
-    if ckpt.is_file():
-        places.append(ckpt.resolve().parent.parent)  # <run dir>/checkpoints/<file>.ckpt
-    for run_dir in places:
+    for run_dir in _resumed_run_dirs(cfg):
         run_id = _latest_wandb_run_id(run_dir / "wandb")
         if run_id:
             log.info("Resuming W&B run %s (found in %s).", run_id, run_dir / "wandb")
@@ -172,11 +177,7 @@ def reuse_mlflow_run_id(cfg: DictConfig) -> None:
     mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
     if mlflow_cfg is None or mlflow_cfg.get("run_id") or not cfg.get("ckpt_path"):
         return
-    places = [Path(cfg.paths.output_dir)]
-    ckpt = Path(str(cfg.ckpt_path))
-    if ckpt.is_file():
-        places.append(ckpt.resolve().parent.parent)  # <run dir>/checkpoints/<file>.ckpt
-    for run_dir in places:
+    for run_dir in _resumed_run_dirs(cfg):
         record = run_dir / MLFLOW_RUN_ID_FILE
         run_id = record.read_text().strip() if record.is_file() else ""
         if run_id:
