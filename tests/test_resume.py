@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import ecl_lightning.train as train_module
 from ecl_lightning.config import ConfigError
@@ -107,7 +107,8 @@ def test_stable_run_id_with_ckpt_path_last_resumes(one_go, fmnist_dir, tmp_path,
     cfg, same_dir = compose_run(resume_overrides(fmnist_dir, 2) + ["run_id=job42", "ckpt_path=last"], tmp_path)
     assert same_dir == run_dir
     metrics = train(cfg)
-    assert cfg.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")  # config.yaml records the file resumed from
+    recorded = OmegaConf.load(run_dir / "config.yaml")
+    assert recorded.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")  # config.yaml records the file resumed from
     assert len(step_counter) == 2 * steps_per_epoch  # resumed: a fresh start would have trained 2 epochs
     assert_same_run(metrics, last_state(run_dir), one_go)
 

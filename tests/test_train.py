@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data import DatasetNotFoundError
@@ -145,7 +146,8 @@ def test_wandb_logger_runs_offline_without_api_key(data_dirs, tmp_path, monkeypa
     overrides = ["trainer.max_epochs=1", "logger=wandb"] + tiny_overrides("fmnist_lt", data_dirs)
     cfg = compose_cfg(overrides, tmp_path)
     metrics = train(cfg)
-    assert cfg.logger.wandb.offline is True and cfg.logger.wandb.log_model is False
+    recorded = OmegaConf.load(tmp_path / "config.yaml")  # the run's config: the plan applied, the caller's cfg as is
+    assert recorded.logger.wandb.offline is True and recorded.logger.wandb.log_model is False
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert any(run.glob("*.wandb"))
     assert "test/acc" in metrics

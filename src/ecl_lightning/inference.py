@@ -3,6 +3,7 @@ it expects. Shared by `predict` and `export`."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from torch import Tensor, nn
 from ecl_lightning.checkpoint import CheckpointError, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data.input_spec import InputSpec
-from ecl_lightning.evaluate import _data_config, _load_module
 from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
+from ecl_lightning.plan import data_config
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -37,6 +38,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"ckpt_path={path} does not exist: give a .ckpt file or the directory of a run")
 
 
+def load_module(checkpoint: dict, **overrides) -> ECLModule:
+    """ECLModule from an already read checkpoint (its saved hyper-parameters, `overrides` on top) with its weights;
+    as `load_from_checkpoint`, saved values that are no longer arguments are left out."""
+    params = inspect.signature(ECLModule).parameters
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in params}
+    model = ECLModule(**{**hparams, **overrides})
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
 @dataclass
 class LoadedModel:
     model: ECLModule
@@ -53,9 +65,9 @@ def load_for_inference(cfg: DictConfig) -> LoadedModel:
     ckpt = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = read_checkpoint(ckpt)
     hparams = checkpoint["hyper_parameters"]
-    model = _load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads)).eval()
+    model = load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads)).eval()
     del checkpoint
-    datamodule = instantiate(_data_config(cfg, ckpt))
+    datamodule = instantiate(data_config(cfg, ckpt))
     if not hasattr(datamodule, "input_spec"):
         raise ConfigError(
             f"{type(datamodule).__name__} does not say what input its models expect (input_spec, data/protocol.py)"

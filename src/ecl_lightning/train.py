@@ -1,38 +1,38 @@
-"""Training entry: instantiate data, model, callbacks, loggers and trainer from the config; fit; test once; report."""
+"""Training entry, as lightning-hydra-template's train(): plan the run (ecl_lightning.plan), instantiate data,
+model, callbacks, loggers and trainer from the plan; fit; test once; report."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, open_dict
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
 
-from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
-from ecl_lightning.config import ConfigError
 from ecl_lightning.extras import apply_extras
 from ecl_lightning.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
-from ecl_lightning.launch import check_launch, check_trainer
+from ecl_lightning.launch import check_trainer
 from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
     SIGINT_EXIT_CODE,
     SIGTERM_EXIT_CODE,
     AtomicCheckpointIO,
     exit_nonzero_when_stopped,
-    resolve_ckpt_path,
 )
-from ecl_lightning.loggers import (
-    check_logger_packages,
-    configure_wandb,
-    finish_wandb,
-    record_mlflow_run,
-    reuse_mlflow_run_id,
-    reuse_wandb_run_id,
-)
+from ecl_lightning.loggers import finish_wandb, record_mlflow_run
 from ecl_lightning.outputs import save_resolved_config, write_json, write_test_outputs
-from ecl_lightning.validate import check_config
+from ecl_lightning.plan import (
+    DataInfo,
+    RunPlan,
+    callbacks_config,
+    check_before_data,
+    check_resumed_weights,
+    data_name,
+    plan,
+    run_config,
+)
 
 if TYPE_CHECKING:
     from ecl_lightning.data.protocol import LongTailData
@@ -41,16 +41,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("ecl_lightning")
 
 
-def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
-    """Build datamodule, model and trainer; every config and data error is raised here, before training."""
-    check_config(cfg)  # types and ranges of every group, before any data is read
-    check_logger_packages(cfg)  # logger=tensorboard / mlflow without the `loggers` extra
+class Run(NamedTuple):
+    """A built run: its plan, the config it was built from (the plan applied), and the objects."""
+
+    plan: RunPlan
+    config: DictConfig
+    datamodule: LongTailData
+    model: ECLModule
+    trainer: L.Trainer
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Plan the run (ecl_lightning.plan: every config, data and checkpoint error is raised there), then
+    instantiate datamodule, model, callbacks, loggers and trainer from the plan. `cfg` is not changed."""
+    checkpoint = check_before_data(cfg)  # config values, launch mix, the resumed checkpoint: before any data is read
     apply_extras(cfg)  # extras.print_config / ignore_warnings
-    check_launch(cfg)
-    with open_dict(cfg):
-        cfg.ckpt_path = resolve_ckpt_path(cfg)  # ckpt_path=last -> the file; a missing or truncated one stops here
-    resume = _resume_path(cfg)
-    ckpt = read_checkpoint(resume) if resume is not None else None  # read once: its data and model are checked below
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -59,86 +64,34 @@ def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
     log.info("Data: %s", cfg.data._target_)
     datamodule: LongTailData = instantiate(cfg.data)
     datamodule.check()  # a missing dataset ends the run here, with where it looked and how to get it
-    if ckpt is not None:
-        check_data_fits(ckpt, resume, datamodule.num_classes, datamodule.in_chans, data_name(cfg))
-    class_counts = datamodule.class_counts
-    batch_size = cfg.data.get("batch_size")
-    if isinstance(batch_size, int) and sum(class_counts) < batch_size:  # drop_last would leave an empty epoch
-        raise ConfigError(
-            f"data.batch_size={batch_size} is larger than the long-tailed train set ({sum(class_counts)} images): "
-            "lower data.batch_size (or raise data.n_max)"
-        )
-    log.info(
-        "Long-tailed train set: %d images, %d classes, counts %d ... %d",
-        sum(class_counts), len(class_counts), max(class_counts), min(class_counts),
-    )  # fmt: skip
+    run = plan(cfg, DataInfo.of(datamodule, data_name(cfg), cfg.data._target_), checkpoint)
+    for note in run.notes:
+        log.info(note)
+    model: ECLModule = instantiate(cfg.model, **run.model_kwargs)
+    check_resumed_weights(run, checkpoint, model)
+    del checkpoint
 
-    names = getattr(datamodule, "class_names", None)  # stored in the checkpoint: predict and export show them
-    model = instantiate(
-        cfg.model,
-        num_classes=datamodule.num_classes,
-        in_chans=datamodule.in_chans,
-        img_size=datamodule.input_spec().image_size,
-        class_counts=class_counts,
-        **({"class_names": list(names)} if names is not None else {}),
-    )
-    if ckpt is not None:
-        check_model_fits(ckpt, resume, model, dict(model.hparams))
-        del ckpt
-
-    with open_dict(cfg):
-        if not datamodule.has_val:
-            # No val split without changing the benchmark: train blind, report the last epoch (docs/method.md 5).
-            log.info(
-                "%s has no validation split: the reported test numbers are the last epoch's.",
-                cfg.data._target_,
-            )
-            cfg.trainer.limit_val_batches = 0
-            cfg.trainer.num_sanity_val_steps = 0
-            if cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):
-                cfg.callbacks.model_checkpoint.monitor = None
-                cfg.callbacks.model_checkpoint.filename = "last_epoch_{epoch:03d}"
-    configure_wandb(cfg)
-    reuse_wandb_run_id(cfg)
-    reuse_mlflow_run_id(cfg)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
-    if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
-        # LearningRateMonitor refuses a Trainer without a logger, and only at on_train_start (after data set-up).
-        log.info("No logger (~logger): no learning-rate monitor either (it logs through one); see train.log.")
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    # Checkpoints written atomically (a crash or a full disk leaves no truncated file), unless plugins are configured.
-    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
-    check_trainer(cfg, trainer, datamodule.has_val)
-    return datamodule, model, trainer
+    config = run_config(cfg, run)
+    callbacks = instantiate_callbacks(callbacks_config(config, run))
+    loggers = instantiate_loggers(config.get("logger"))
+    plugins = {"plugins": [AtomicCheckpointIO()]} if run.atomic_checkpoints else {}
+    trainer: L.Trainer = instantiate(config.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
+    check_trainer(config, trainer, run.data.has_val)  # what Lightning resolved (precision, strategy), before fit
+    return Run(run, config, datamodule, model, trainer)
 
 
-def _resume_path(cfg: DictConfig) -> Path | None:
-    """The checkpoint file a fit resumes from (`ckpt_path` after `resolve_ckpt_path`), to check before building;
-    None without one, or for Lightning's own names (`hpc`, `registry:...`)."""
-    ckpt_path = cfg.get("ckpt_path")
-    if not ckpt_path or not cfg.get("train", True):
-        return None
-    path = Path(str(ckpt_path)).expanduser()
-    return path if path.is_file() else None
-
-
-def data_name(cfg: DictConfig) -> str:
-    """The data config's name as the user picks it (`cifar10_lt`), else its DataModule class."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("data")
-        if choice:
-            return str(choice)
-    return str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
+def build(cfg: DictConfig) -> tuple[LongTailData, ECLModule, L.Trainer]:
+    """Build datamodule, model and trainer; every config and data error is raised here, before training."""
+    run = build_run(cfg)
+    return run.datamodule, run.model, run.trainer
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test once; write config.yaml, data_subset.json, metrics.json and per_class.json in the run dir."""
+    run = build_run(cfg)
+    cfg = run.config  # the plan applied: what was built, and what config.yaml and the loggers record
+    datamodule, model, trainer = run.datamodule, run.model, run.trainer
     output_dir = Path(cfg.paths.output_dir)
-    datamodule, model, trainer = build(cfg)
     save_resolved_config(cfg, output_dir)
     if trainer.is_global_zero:
         write_json(output_dir / "data_subset.json", datamodule.subset_info())

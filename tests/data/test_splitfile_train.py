@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from ecl_lightning.data import DatasetFormatError
 from ecl_lightning.train import build, train
@@ -39,7 +40,7 @@ def test_fast_dev_run(dataset, request, tmp_path):
     subset = json.loads((tmp_path / "data_subset.json").read_text())
     assert subset["dataset"] == dataset and subset["class_counts"] == [12, 8, 5, 3, 2]
     if dataset == "inat2018":  # no val split: validation off
-        assert cfg.trainer.limit_val_batches == 0
+        assert OmegaConf.load(tmp_path / "config.yaml").trainer.limit_val_batches == 0
 
 
 def test_configs_compose_with_the_spec_defaults():

@@ -1,0 +1,154 @@
+"""The run plan (ecl_lightning.plan) on its own: its decisions and checks from a composed config and a description of
+the data, without a Trainer, a DataModule or any data on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from ecl_lightning.checkpoint import CheckpointError
+from ecl_lightning.config import ConfigError
+from ecl_lightning.heads import Heads
+from ecl_lightning.plan import LAST_EPOCH_FILENAME, DataInfo, check_before_data, plan, run_config
+from helpers import compose_cfg, tiny_overrides
+
+
+def data_info(has_val: bool = True, num_classes: int = 10, in_chans: int = 1) -> DataInfo:
+    counts = tuple(max(1, 40 // (k + 1)) for k in range(num_classes))
+    return DataInfo("fmnist_lt", "ecl_lightning.data.FashionMNISTLTDataModule", num_classes, in_chans, counts, has_val)
+
+
+def config(tmp_path, *overrides: str):
+    data = tiny_overrides("fmnist_lt", {"fmnist": tmp_path / "no-data"})  # never read: the plan needs no data
+    return compose_cfg([*data, *overrides], tmp_path / "run")
+
+
+def save_checkpoint(path, num_classes: int = 10, in_chans: int = 1):
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": num_classes, "in_chans": in_chans}}, path)
+    return path
+
+
+def test_data_with_a_val_split_keeps_the_config(tmp_path):
+    cfg = config(tmp_path, "callbacks=default")
+    run = plan(cfg, data_info(has_val=True))
+    assert dict(run.trainer_overrides) == {} and dict(run.callback_overrides) == {}
+    assert run.dropped_callbacks == () and run.atomic_checkpoints
+    assert run.ckpt_path is None and run.resume is None
+    assert run.heads == Heads() and str(run.heads) == "label"
+    assert run.model_kwargs == {"num_classes": 10, "in_chans": 1, "class_counts": list(data_info().class_counts)}
+
+
+def test_data_without_a_val_split_turns_validation_and_the_monitor_off(tmp_path):
+    cfg = config(tmp_path, "callbacks=default")
+    run = plan(cfg, data_info(has_val=False))
+    assert dict(run.trainer_overrides) == {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    assert dict(run.callback_overrides["model_checkpoint"]) == {"monitor": None, "filename": LAST_EPOCH_FILENAME}
+    assert any("has no validation split" in note for note in run.notes)
+    # The plan changes nothing; run_config applies it to a copy.
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.trainer.get("limit_val_batches") != 0
+    applied = run_config(cfg, run)
+    assert applied.trainer.limit_val_batches == 0 and applied.trainer.num_sanity_val_steps == 0
+    assert applied.callbacks.model_checkpoint.monitor is None
+    assert applied.callbacks.model_checkpoint.filename == LAST_EPOCH_FILENAME
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc"
+
+
+def test_no_callbacks_and_no_val_split_only_turn_validation_off(tmp_path):
+    run = plan(config(tmp_path, "callbacks=none"), data_info(has_val=False))
+    assert set(run.trainer_overrides) == {"limit_val_batches", "num_sanity_val_steps"}
+    assert dict(run.callback_overrides) == {}
+
+
+def test_no_logger_drops_the_learning_rate_monitor(tmp_path):
+    run = plan(config(tmp_path, "callbacks=default", "~logger"), data_info())
+    assert run.dropped_callbacks == ("lr_monitor",)
+    assert "lr_monitor" in run_config(config(tmp_path, "callbacks=default", "~logger"), run).callbacks  # recorded
+    assert plan(config(tmp_path, "callbacks=default"), data_info()).dropped_callbacks == ()
+
+
+def test_configured_plugins_replace_the_atomic_checkpoint_writer(tmp_path):
+    assert not plan(config(tmp_path, "+trainer.plugins=[x]"), data_info()).atomic_checkpoints
+
+
+def test_resume_path_resolution(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "some.ckpt")
+    run = plan(config(tmp_path, f"ckpt_path={ckpt}"), data_info())
+    assert run.ckpt_path == str(ckpt) and run.resume == ckpt
+    # ckpt_path=last is <run dir>/checkpoints/last.ckpt of this run
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    last = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    run = plan(config(tmp_path, "ckpt_path=last"), data_info())
+    assert run.ckpt_path == str(last) and run.resume == last
+    assert run_config(config(tmp_path, "ckpt_path=last"), run).ckpt_path == str(last)
+    # no fit, or a name Lightning resolves itself: nothing to check against the data
+    assert plan(config(tmp_path, f"ckpt_path={ckpt}", "train=false"), data_info()).resume is None
+    run = plan(config(tmp_path, "ckpt_path=hpc"), data_info())
+    assert run.ckpt_path == "hpc" and run.resume is None
+
+
+def test_missing_last_checkpoint_is_the_same_error_before_data(tmp_path):
+    cfg = config(tmp_path, "ckpt_path=last")
+    for stage in (lambda: check_before_data(cfg), lambda: plan(cfg, data_info())):
+        with pytest.raises(ConfigError, match=re.escape("ckpt_path=last: no checkpoint at ")):
+            stage()
+
+
+def test_checkpoint_of_other_data_is_named(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "cifar.ckpt", num_classes=100, in_chans=3)
+    cfg = config(tmp_path, f"ckpt_path={ckpt}")
+    with pytest.raises(CheckpointError) as err:
+        plan(cfg, data_info(), check_before_data(cfg))
+    assert str(err.value).startswith(f"checkpoint {ckpt} was trained on 3-channel images with 100 classes; ")
+    assert "data=fmnist_lt gives 1-channel images with 10 classes" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.loss.kd_weight=abc", "model.loss.kd_weight='abc' must be a number"),
+        ("trainer.devices=0", "trainer.devices=0 must be >= 1, -1 (all devices) or auto"),
+        ("model.eval.heads=experts", "model.eval.heads='experts' is not one of label, label+dist, expert1, expert2"),
+    ],
+)
+def test_a_bad_value_raises_todays_message(override, message, tmp_path):
+    cfg = config(tmp_path, override)
+    for stage in (lambda: check_before_data(cfg), lambda: plan(cfg, data_info())):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            stage()
+
+
+def test_batch_larger_than_the_train_set(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("data.batch_size=1000 is larger than the long-tailed train set (")):
+        plan(config(tmp_path, "data.batch_size=1000"), data_info())
+
+
+def test_the_plan_is_frozen(tmp_path):
+    run = plan(config(tmp_path, "callbacks=default"), data_info(has_val=False))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.ckpt_path = "other.ckpt"
+    with pytest.raises(TypeError):
+        run.trainer_overrides["limit_val_batches"] = 1
+    with pytest.raises(TypeError):
+        run.callback_overrides["model_checkpoint"]["monitor"] = "val/acc"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.data.has_val = True
+
+
+def test_heads_parse_once_into_a_value():
+    assert Heads.parse("label") == Heads() and Heads.parse("label+dist") == Heads(dist=True)
+    assert Heads.parse("expert2") == Heads(expert=2) and str(Heads(expert=2)) == "expert2"
+    for bad in ("expert0", "expert", "Label", "expert1+dist"):
+        with pytest.raises(ConfigError, match=re.escape("is not one of label, label+dist, expert1")):
+            Heads.parse(bad)
+
+
+def test_callbacks_config_leaves_out_the_dropped_ones(tmp_path):
+    from ecl_lightning.plan import callbacks_config
+
+    cfg = config(tmp_path, "callbacks=default", "~logger")
+    run = plan(cfg, data_info())
+    kept = callbacks_config(run_config(cfg, run), run)
+    assert "lr_monitor" not in kept and kept.model_checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
