@@ -23,7 +23,8 @@ def main(cfg: DictConfig) -> float | None:
             return None
         if name in metrics:
             return float(metrics[name])
-        if optimizing_sweeper():  # normally refused before training (train.build); this guards what it cannot foresee
+        # Normally refused before training (launch.check_built_trainer); this guards what that cannot foresee.
+        if optimizing_sweeper():
             from ecl_lightning.config import ConfigError
 
             raise ConfigError(

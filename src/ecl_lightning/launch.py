@@ -53,8 +53,9 @@ def _check_slurm_sizes(cfg: DictConfig, launcher: DictConfig) -> None:
         )
 
 
-def check_trainer(cfg: DictConfig, trainer: L.Trainer, has_val: bool) -> None:
-    """The checks that need the built Trainer (its accelerator, strategy, callbacks), made before fit."""
+def check_built_trainer(cfg: DictConfig, trainer: L.Trainer, has_val: bool) -> None:
+    """The checks that need the built Trainer (its accelerator, strategy, callbacks), made before fit. The config
+    values of the trainer group are checked before anything is built, by validate.check_trainer."""
     check_precision(cfg, trainer)
     check_sync_batchnorm(cfg, trainer)
     check_optimized_metric(cfg, has_val, trainer)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from ecl_lightning.extras import apply_extras
 from ecl_lightning.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
-from ecl_lightning.launch import check_trainer
+from ecl_lightning.launch import check_built_trainer
 from ecl_lightning.lifecycle import (  # noqa: F401 (the exit codes are part of this module's interface)
     SIGINT_EXIT_CODE,
     SIGTERM_EXIT_CODE,
@@ -76,7 +76,7 @@ def build_run(cfg: DictConfig) -> Run:
     loggers = instantiate_loggers(config.get("logger"))
     plugins = {"plugins": [AtomicCheckpointIO()]} if run.atomic_checkpoints else {}
     trainer: L.Trainer = instantiate(config.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
-    check_trainer(config, trainer, run.data.has_val)  # what Lightning resolved (precision, strategy), before fit
+    check_built_trainer(config, trainer, run.data.has_val)  # what Lightning resolved (precision, strategy), before fit
     return Run(run, config, datamodule, model, trainer)
 
 
