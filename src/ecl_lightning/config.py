@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecl_lightning.heads import Heads
 from ecl_lightning.losses import (
     EXPERT_REDUCTIONS,
     FEAT_DISTANCES,
@@ -341,7 +341,6 @@ class EvalConfig:
     heads: str = "label"  # test-time aggregation: label | label+dist | expert<k>
 
     def __post_init__(self) -> None:
-        if self.heads not in ("label", "label+dist") and not re.fullmatch(r"expert[1-9]\d*", self.heads):
-            raise ConfigError(f"model.eval.heads={self.heads!r} is not one of label, label+dist, expert1, expert2, ...")
+        Heads.parse(self.heads)  # the one parser of the value; ECLModule keeps the parsed one
         if self.few_threshold > self.many_threshold:
             raise ConfigError("model.eval.few_threshold must be <= model.eval.many_threshold")

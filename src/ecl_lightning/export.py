@@ -34,7 +34,7 @@ def export_metadata(loaded: LoadedModel) -> dict:
     spec = loaded.spec
     return {
         "class_names": loaded.class_names,
-        "heads": loaded.heads,
+        "heads": str(loaded.heads),
         "input": {
             "name": "images",
             "shape": ["batch", spec.channels, spec.image_size, spec.image_size],

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ecl_lightning.checkpoint import CheckpointError, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.heads import Heads
 from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
 from ecl_lightning.plan import data_config
@@ -54,7 +55,7 @@ class LoadedModel:
     model: ECLModule
     class_names: list[str]
     spec: InputSpec
-    heads: str
+    heads: Heads
     ckpt_path: Path
 
 
@@ -79,18 +80,14 @@ def load_for_inference(cfg: DictConfig) -> LoadedModel:
             f"{model.hparams.get('in_chans')}: pass the data config of its run (data=... or its config.yaml)"
         )
     names = hparams.get("class_names") or [str(c) for c in range(model.num_classes)]
-    return LoadedModel(model, list(names), spec, cfg.heads, ckpt)
+    return LoadedModel(model, list(names), spec, model.heads, ckpt)
 
 
-def combine_heads(out: dict[str, Tensor | None], heads: str) -> Tensor:
+def combine_heads(out: dict[str, Tensor | None], heads: Heads) -> Tensor:
     """The network's output -> the logits (B, num_classes) of `heads`, as `ECLModule.predict_logits` combines them
     (tests/test_predict_export.py checks that both agree)."""
-    per_expert = out["logits"].float()
-    if heads == "label+dist":
-        per_expert = (per_expert + out["dist_logits"].float()) / 2
-    if heads.startswith("expert"):
-        return per_expert[int(heads.removeprefix("expert")) - 1]
-    return per_expert.mean(0)
+    dist = out["dist_logits"].float() if heads.dist else None
+    return heads.ensemble(heads.per_expert(out["logits"].float(), dist))
 
 
 class NormalisedModel(nn.Module):
@@ -101,7 +98,7 @@ class NormalisedModel(nn.Module):
     def __init__(self, model: ECLModule, spec: InputSpec) -> None:
         super().__init__()
         self.net = model.net
-        self.heads = model.eval_cfg.heads
+        self.heads = model.heads
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
 

@@ -29,6 +29,7 @@ from ecl_lightning.config import (
     ScheduleConfig,
     from_dict,
 )
+from ecl_lightning.heads import Heads
 from ecl_lightning.losses import (
     class_ema_update,
     class_ema_weights,
@@ -124,14 +125,8 @@ class ECLModule(L.LightningModule):
             log.info("No online distillation in this configuration: no distillation heads are built.")
         self.img_size = img_size
         self.net = self._build_net(in_chans, dist_head=c.dist_head and self.uses_kd)
-        heads = self.eval_cfg.heads
-        if heads == "label+dist" and self.net.dist_heads is None:
-            raise ConfigError(
-                "model.eval.heads=label+dist needs distillation heads (model.loss.dist_head=true with "
-                "model.loss.kd_weight > 0 and more than one expert)"
-            )
-        if heads.startswith("expert") and int(heads.removeprefix("expert")) > n.num_experts:
-            raise ConfigError(f"model.eval.heads={heads} but the model has {n.num_experts} expert(s)")
+        self.heads = Heads.parse(self.eval_cfg.heads)  # the test-time logits (model.eval.heads)
+        self.heads.check_model(n.num_experts, has_dist_heads=self.net.dist_heads is not None)
         if self.use_contrastive:
             # NCL's key encoder starts from its own random initialisation (moco_init: random), MoCo's from a copy.
             init_from = self._build_net(in_chans, dist_head=False) if c.moco_init == "random" else None
@@ -238,14 +233,9 @@ class ECLModule(L.LightningModule):
     def predict_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(ensemble [B, C], per-expert [K, B, C]) float32 logits under `model.eval.heads`."""
         out = self.net(self._layout(x))
-        per_expert = out["logits"].float()
-        heads = self.eval_cfg.heads
-        if heads == "label+dist":
-            per_expert = (per_expert + out["dist_logits"].float()) / 2
-        ensemble = (
-            per_expert[int(heads.removeprefix("expert")) - 1] if heads.startswith("expert") else per_expert.mean(0)
-        )
-        return ensemble, per_expert
+        dist = out["dist_logits"].float() if self.heads.dist else None
+        per_expert = self.heads.per_expert(out["logits"].float(), dist)
+        return self.heads.ensemble(per_expert), per_expert
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x1, x2, y = batch

@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ecl_lightning.heads import expert_number
+
 log = logging.getLogger("ecl_lightning")
 
 SPLIT_COLUMNS = ("acc", "acc_many", "acc_medium", "acc_few", "ece", "nll")
@@ -30,7 +32,7 @@ def results_table(metrics: dict[str, float], stage: str = "test") -> str:
     """Plain-text table: one row per head (ensemble, expert1..K), columns acc/many/medium/few in %, ECE %, NLL."""
     heads = ["ensemble"] + sorted(
         {k.split("/")[1] for k in metrics if k.count("/") == 2 and k.startswith(f"{stage}/")},
-        key=lambda h: int(h.removeprefix("expert")) if h.removeprefix("expert").isdigit() else 0,
+        key=lambda h: expert_number(h) or 0,
     )
     header = ["head", "acc %", "many %", "medium %", "few %", "ECE %", "NLL"]
     rows = [header]

@@ -35,6 +35,7 @@ from ecl_lightning.evaluation.prior import em_prior, prior_correction
 from ecl_lightning.evaluation.resample import resample_to_profile
 from ecl_lightning.evaluation.shifted import default_n_max, profile_counts, shifted_subsets
 from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, split_table, weights_table
+from ecl_lightning.heads import Heads, expert_number
 from ecl_lightning.metrics import LongTailMetrics
 from ecl_lightning.outputs import write_json
 
@@ -84,11 +85,12 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={cfg.protocol} is not one of {PROTOCOLS}")
     has_dist = model.net.dist_heads is not None
-    num_experts = 1 if str(cfg.heads).startswith("expert") else model.num_experts
+    heads = Heads.parse(str(cfg.heads), key="heads")
+    num_experts = 1 if heads.expert is not None else model.num_experts
     aggregations = cfg.get("aggregate")
     if aggregations is None:  # all that apply to this model
         aggregations = [a for a in ("mean_logits", "mean_probs", "product") if num_experts > 1 or a == "mean_logits"]
-        aggregations += ["label+dist"] if has_dist and cfg.heads == "label" else []
+        aggregations += ["label+dist"] if has_dist and heads == Heads() else []
         aggregations += ["selfsup"] if num_experts > 1 else []
     aggregations = [str(a) for a in ([aggregations] if isinstance(aggregations, str) else aggregations)]
     if not aggregations:
@@ -204,16 +206,12 @@ def selfsup_defaults() -> dict:
     return {k: p.default for k, p in params.items() if k not in ("view1", "view2", "seed")}
 
 
-def expert_logits(split: SplitLogits, heads: str) -> Tensor:
+def expert_logits(split: SplitLogits, heads: Heads) -> Tensor:
     """The per-expert logits [K, N, C] that `heads` selects (label, label+dist averaged per expert, or expert<k>)."""
-    z = split.label if heads != "label+dist" else (split.label + split.dist) / 2
-    if heads.startswith("expert"):
-        k = int(heads.removeprefix("expert"))
-        return z[k - 1 : k]
-    return z
+    return heads.selected(heads.per_expert(split.label, split.dist))
 
 
-def combine(split: SplitLogits, heads: str, method: str, weights: Tensor | None = None) -> Tensor:
+def combine(split: SplitLogits, heads: Heads, method: str, weights: Tensor | None = None) -> Tensor:
     """Aggregated logits [N, C]; `label+dist` is the mean over experts of each expert's mean label/dist logits."""
     if method == "label+dist":
         return ((split.label + split.dist) / 2).mean(0)
@@ -278,7 +276,7 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
             **({"selfsup_train_resampled": {name: idx.tolist() for name, idx in tuning.items()}} if tuning else {}),
         },
     )
-    heads = str(cfg.heads)
+    heads = Heads.parse(str(cfg.heads), key="heads")
     device = _device(cfg)
     log.info("protocol=shifted: collecting logits of %d test images on %s", len(test_targets), device)
     test = collect_logits(model, datamodule.test_dataloader(), device)
@@ -398,7 +396,7 @@ def collapse_warnings(
     return lines
 
 
-def _calibrate(val: SplitLogits, test: SplitLogits, heads: str, aggregations: list[str], n_bins: int):
+def _calibrate(val: SplitLogits, test: SplitLogits, heads: Heads, aggregations: list[str], n_bins: int):
     """One temperature per head (each expert, each fixed aggregation) fitted on val; scores on the test split."""
     candidates: dict[str, tuple[Tensor, Tensor]] = {}
     for agg in (a for a in aggregations if a in FIXED):
@@ -443,7 +441,7 @@ def _write_outputs(
     if expert_rows:
         body = [
             [e, *(f"{100 * metrics[f'shifted/{p}/{e}/acc']:.2f}" for p in profiles)]
-            for e in sorted(expert_rows, key=lambda e: int(e.removeprefix("expert")))
+            for e in sorted(expert_rows, key=expert_number)
         ]
         sections += [
             "## Each expert (no correction), accuracy %",
