@@ -20,7 +20,7 @@ log = logging.getLogger("ecl_lightning")
 class ModelCheckpoint(callbacks.ModelCheckpoint):
     """Lightning's ModelCheckpoint, restoring the best score and path and the top-k state from a checkpoint written
     in another directory too (Lightning restores them only for the same dirpath, so "best" silently restarted when a
-    run resumed into a new run directory: STYLE pitfall 16).
+    run resumed into a new run directory).
 
     The top-k files that still exist are copied into this run's checkpoint directory, so the run directory holds the
     checkpoint it tests and this run never deletes the other run's files; a top-k file that is gone is dropped from

@@ -18,7 +18,9 @@ log = logging.getLogger("ecl_lightning")
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """Refuse launch mixes known to break before anything is built (STYLE pitfall 2)."""
+    """Refuse launch mixes known to break before anything is built: in a Hydra multirun on the basic (in-process)
+    launcher, Lightning's `ddp` starts each child rank by re-running the command, so every child re-runs the whole
+    sweep and writes a second sweep folder; and under SLURM the job's task counts must match the Trainer's."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

@@ -37,7 +37,7 @@ class _AppendingWriter(ExperimentWriter):
 
 class CSVLogger(_LightningCSVLogger):
     """Lightning's CSVLogger, except that a run resumed in the same directory appends to its metrics.csv instead
-    of deleting it (STYLE pitfall 16)."""
+    of deleting it (Lightning's writer deletes an existing file when it starts, losing the rows before the resume)."""
 
     @property
     @rank_zero_experiment
@@ -80,7 +80,8 @@ def _latest_wandb_run_id(wandb_dir: Path) -> str | None:
 
 
 def configure_wandb(cfg: DictConfig) -> None:
-    """Run W&B offline when no API key is available, and never with log_model offline (STYLE pitfall 12)."""
+    """Run W&B offline when no API key is available, and never with log_model offline (WandbLogger raises on
+    `offline=True` with `log_model`: there is nowhere to upload the checkpoints)."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is None:
         return
@@ -107,7 +108,8 @@ def _netrc_has_wandb() -> bool:
 
 
 def finish_wandb(trainer: L.Trainer) -> None:
-    """End the W&B run so that multirun jobs do not merge into one (STYLE pitfall 12)."""
+    """End the W&B run: the jobs of a multirun share one process, and without `wandb.finish()` the next job logs
+    into this job's run."""
     from lightning.pytorch.loggers import WandbLogger
 
     if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):

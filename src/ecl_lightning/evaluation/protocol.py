@@ -474,7 +474,8 @@ def _write_outputs(
 
 
 def _log(loggers: list, metrics: dict, profiles: list[str], rows: list[tuple[str, str]], images: list[Path]) -> None:
-    """Flat metrics to every logger; with W&B also the accuracy table and the PNGs, then end the run (pitfall 12)."""
+    """Flat metrics to every logger; with W&B also the accuracy table and the PNGs, then end the run (without
+    `wandb.finish()` the next job of a multirun would log into this run)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
