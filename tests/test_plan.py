@@ -18,7 +18,7 @@ from helpers import compose_cfg, tiny_overrides
 
 def data_info(has_val: bool = True, num_classes: int = 10, in_chans: int = 1) -> DataInfo:
     counts = tuple(max(1, 40 // (k + 1)) for k in range(num_classes))
-    return DataInfo("fmnist_lt", "ecl_lightning.data.FashionMNISTLTDataModule", num_classes, in_chans, counts, has_val)
+    return DataInfo("fmnist_lt", "ecl_lightning.data.FashionMNISTLTDataModule", num_classes, in_chans, 28, counts, has_val)
 
 
 def config(tmp_path, *overrides: str):
@@ -38,7 +38,9 @@ def test_data_with_a_val_split_keeps_the_config(tmp_path):
     assert run.dropped_callbacks == () and run.atomic_checkpoints
     assert run.ckpt_path is None and run.resume is None
     assert run.heads == Heads() and str(run.heads) == "label"
-    assert run.model_kwargs == {"num_classes": 10, "in_chans": 1, "class_counts": list(data_info().class_counts)}
+    assert run.model_kwargs == {
+        "num_classes": 10, "in_chans": 1, "img_size": 28, "class_counts": list(data_info().class_counts)
+    }
 
 
 def test_data_without_a_val_split_turns_validation_and_the_monitor_off(tmp_path):
