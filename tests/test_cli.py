@@ -145,7 +145,7 @@ def test_cifar_lt_run_and_sweep_exit_0(cifar100_dir, tmp_path):
 def test_inat2018_run_exits_0(inat2018_tree, tmp_path):
     # iNat 2018 has no val split either (its val split is the test split).
     result = run_cli(
-        ["experiment=inat2018", "debug=fdr", f"data.split_dir={inat2018_tree / 'splits'}",
+        ["experiment=inat2018", "debug=fdr", "trainer=cpu", f"data.split_dir={inat2018_tree / 'splits'}",
          f"data.image_root={inat2018_tree / 'images'}", "data.batch_size=2", "data.eval_batch_size=2",
          "data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false", "data.image_size=64",
          "data.resize_size=72", "model.loss.queue_size=8", "trainer.precision=32-true",

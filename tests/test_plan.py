@@ -18,7 +18,9 @@ from helpers import compose_cfg, tiny_overrides
 
 def data_info(has_val: bool = True, num_classes: int = 10, in_chans: int = 1) -> DataInfo:
     counts = tuple(max(1, 40 // (k + 1)) for k in range(num_classes))
-    return DataInfo("fmnist_lt", "ecl_lightning.data.FashionMNISTLTDataModule", num_classes, in_chans, 28, counts, has_val)
+    return DataInfo(
+        "fmnist_lt", "ecl_lightning.data.FashionMNISTLTDataModule", num_classes, in_chans, 28, counts, has_val
+    )
 
 
 def config(tmp_path, *overrides: str):
@@ -39,7 +41,10 @@ def test_data_with_a_val_split_keeps_the_config(tmp_path):
     assert run.ckpt_path is None and run.resume is None
     assert run.heads == Heads() and str(run.heads) == "label"
     assert run.model_kwargs == {
-        "num_classes": 10, "in_chans": 1, "img_size": 28, "class_counts": list(data_info().class_counts)
+        "num_classes": 10,
+        "in_chans": 1,
+        "img_size": 28,
+        "class_counts": list(data_info().class_counts),
     }
 
 
@@ -154,3 +159,33 @@ def test_callbacks_config_leaves_out_the_dropped_ones(tmp_path):
     run = plan(cfg, data_info())
     kept = callbacks_config(run_config(cfg, run), run)
     assert "lr_monitor" not in kept and kept.model_checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "overrides, gpus, message",
+    [
+        (
+            ["trainer.accelerator=gpu"],
+            0,
+            "trainer.accelerator=gpu with trainer.devices=1, but this machine has no CUDA GPU",
+        ),
+        (["trainer.accelerator=gpu", "trainer.devices=4"], 2, "trainer.devices=4, but this machine has 2 CUDA GPU(s)"),
+        (["trainer.accelerator=cuda", "trainer.devices=[0,1]"], 1, "has 1 CUDA GPU(s)"),
+    ],
+)
+def test_a_gpu_trainer_without_the_gpus_is_one_line_before_data(tmp_path, monkeypatch, overrides, gpus, message):
+    # Lightning's own refusal is a traceback from Trainer(), after the data is set up.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    cfg = config(tmp_path, *overrides)  # after tiny_overrides' trainer.accelerator=cpu
+    for stage in (lambda: check_before_data(cfg), lambda: plan(cfg, data_info())):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            stage()
+
+
+def test_a_gpu_trainer_with_enough_gpus_passes(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cfg = config(tmp_path, "trainer.accelerator=gpu", "trainer.devices=2")
+    assert plan(cfg, data_info()).data == data_info()

@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import ParallelStrategy
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from ecl_lightning.config import ConfigError
 
@@ -20,8 +20,11 @@ log = logging.getLogger("ecl_lightning")
 def check_launch(cfg: DictConfig) -> None:
     """Refuse launch mixes known to break before anything is built: in a Hydra multirun on the basic (in-process)
     launcher, Lightning's `ddp` starts each child rank by re-running the command, so every child re-runs the whole
-    sweep and writes a second sweep folder; and under SLURM the job's task counts must match the Trainer's."""
+    sweep and writes a second sweep folder; and under SLURM the job's task counts must match the Trainer's. A GPU
+    trainer on a machine without one (or with fewer than trainer.devices) is refused here too."""
     from hydra.core.hydra_config import HydraConfig
+
+    _check_gpus_present(cfg)
 
     if not HydraConfig.initialized():
         return
@@ -40,6 +43,29 @@ def check_launch(cfg: DictConfig) -> None:
         )
     if "SlurmLauncher" in str(hc.launcher.get("_target_", "")) and strategy.startswith("ddp"):
         _check_slurm_sizes(cfg, hc.launcher)
+
+
+def _check_gpus_present(cfg: DictConfig) -> None:
+    """trainer.accelerator=gpu|cuda needs CUDA devices here (Lightning says so only as a traceback from Trainer())."""
+    import torch
+
+    accelerator = cfg.trainer.get("accelerator")
+    if not isinstance(accelerator, str) or accelerator not in ("gpu", "cuda"):
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():  # Lightning's `gpu` is MPS on Apple silicon
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    devices = cfg.trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        needed = devices
+    else:  # a list of device ids, or -1 / "auto": at least one
+        needed = len(devices) if isinstance(devices, list | ListConfig) else 1
+    if available < needed:
+        have = "no CUDA GPU" if available == 0 else f"{available} CUDA GPU(s)"
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} with trainer.devices={devices}, but this machine has {have}: "
+            "use trainer=cpu (or trainer=ddp_cpu) here, or run where the GPUs are"
+        )
 
 
 def _check_slurm_sizes(cfg: DictConfig, launcher: DictConfig) -> None:
