@@ -12,8 +12,9 @@ import torch
 from datagen import write_image_folder
 from ecl_lightning.data import eval_transform, load_image
 from ecl_lightning.export import export, load_export
-from ecl_lightning.inference import NormalisedModel, load_for_inference, resolve_checkpoint
+from ecl_lightning.inference import NormalisedModel, load_for_inference
 from ecl_lightning.module import ECLModule
+from ecl_lightning.plan import resolve_checkpoint
 from ecl_lightning.predict import predict
 from ecl_lightning.train import train
 from helpers import compose_cfg, image_folder_overrides

@@ -7,6 +7,7 @@ shifted test priors, with prior correction, expert aggregation and calibration (
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,14 +16,14 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, open_dict
 
-from ecl_lightning.checkpoint import check_data_fits, read_checkpoint
+from ecl_lightning.checkpoint import check_data_fits
 from ecl_lightning.extras import apply_extras
 from ecl_lightning.inference import load_module
 from ecl_lightning.instantiate import instantiate, instantiate_loggers
 from ecl_lightning.lifecycle import exit_nonzero_when_stopped
 from ecl_lightning.loggers import check_logger_packages, configure_wandb, record_mlflow_run
 from ecl_lightning.outputs import save_resolved_config, write_test_outputs
-from ecl_lightning.plan import data_config, data_name
+from ecl_lightning.plan import plan_checkpoint
 from ecl_lightning.validate import check_config
 
 if TYPE_CHECKING:
@@ -33,42 +34,41 @@ log = logging.getLogger("ecl_lightning")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` once; return the flat test metrics (also written as metrics.json)."""
-    ckpt = Path(cfg.ckpt_path).expanduser()
     check_config(cfg)  # data (when given) and trainer keys, before anything is read
     check_logger_packages(cfg)  # logger=tensorboard / mlflow without the `loggers` extra
     apply_extras(cfg)  # extras.print_config / ignore_warnings
-    checkpoint = read_checkpoint(ckpt)  # once: a missing, truncated or foreign file is named here
+    run = plan_checkpoint(cfg)  # the checkpoint (read once), its data config and the heads, as predict and export
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    data_cfg = data_config(cfg, ckpt)
-    datamodule: LongTailData = instantiate(data_cfg)
+    datamodule: LongTailData = instantiate(run.data)
     datamodule.check()
-    name = data_name(cfg) if cfg.get("data") is not None else str(data_cfg.get("_target_")).rsplit(".", 1)[-1]
-    check_data_fits(checkpoint, ckpt, datamodule.num_classes, datamodule.in_chans, name)
+    check_data_fits(run.checkpoint, run.ckpt_path, datamodule.num_classes, datamodule.in_chans, run.data_name)
 
-    hparams = checkpoint["hyper_parameters"]
-    model = load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads))
-    if list(datamodule.class_counts) != list(hparams.get("class_counts") or []):
+    model = load_module(run.checkpoint, eval=run.eval_config)
+    if list(datamodule.class_counts) != list(run.hparams.get("class_counts") or []):
         log.warning("The evaluated data's training counts differ from the checkpoint's: shot splits follow the data.")
         model.set_class_counts(datamodule.class_counts)
 
     output_dir = Path(cfg.paths.output_dir)
-    with open_dict(cfg):
-        cfg.data = data_cfg
-    configure_wandb(cfg)  # offline without an API key, as in training
-    save_resolved_config(cfg, output_dir)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    config = copy.deepcopy(cfg)  # what config.yaml and the loggers record: the data config the run was tested on
+    with open_dict(config):
+        config.data = run.data
+        config.ckpt_path = str(run.ckpt_path)  # a run directory given: the checkpoint file it resolved to
+    configure_wandb(config)  # offline without an API key, as in training
+    save_resolved_config(config, output_dir)
+    loggers = instantiate_loggers(config.get("logger"))
     record_mlflow_run(loggers, output_dir)  # config.yaml as an artifact of the eval run
     if cfg.get("protocol", "balanced") != "balanced":
         from ecl_lightning.evaluation.protocol import run_shifted
 
-        return run_shifted(cfg, model, datamodule, output_dir, loggers)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+        return run_shifted(config, model, datamodule, output_dir, loggers)
+    trainer: L.Trainer = instantiate(config.trainer, logger=loggers or False, callbacks=[])
     with exit_nonzero_when_stopped(trainer, "evaluating"):
         trainer.test(model, datamodule=datamodule)
     metrics = dict(model.test_results)
     if trainer.is_global_zero:
-        write_test_outputs(output_dir, metrics, model, datamodule.class_counts, f"{ckpt.name}, heads={cfg.heads}")
+        which = f"{run.ckpt_path.name}, heads={run.heads}"
+        write_test_outputs(output_dir, metrics, model, datamodule.class_counts, which)
     return metrics
 
 

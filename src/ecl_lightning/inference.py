@@ -4,6 +4,7 @@ it expects. Shared by `predict` and `export`."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,35 +12,15 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ecl_lightning.checkpoint import CheckpointError, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.heads import Heads
 from ecl_lightning.instantiate import instantiate
 from ecl_lightning.module import ECLModule
-from ecl_lightning.plan import data_config
+from ecl_lightning.plan import plan_checkpoint
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as it is; a run directory (or its checkpoints/): the best-by-val checkpoint
-    (epoch_*.ckpt, kept alone by the default callbacks), else last.ckpt. Neither: CheckpointError naming the path."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if folder.is_dir():
-        best = sorted(folder.glob("epoch_*.ckpt"))
-        if len(best) == 1:
-            return best[0]
-        if (folder / "last.ckpt").is_file():
-            return folder / "last.ckpt"
-        raise CheckpointError(
-            f"ckpt_path={path}: {len(best)} epoch_*.ckpt and no last.ckpt in {folder}; pass the checkpoint file"
-        )
-    raise CheckpointError(f"ckpt_path={path} does not exist: give a .ckpt file or the directory of a run")
-
-
-def load_module(checkpoint: dict, **overrides) -> ECLModule:
+def load_module(checkpoint: Mapping, **overrides) -> ECLModule:
     """ECLModule from an already read checkpoint (its saved hyper-parameters, `overrides` on top) with its weights;
     as `load_from_checkpoint`, saved values that are no longer arguments are left out."""
     params = inspect.signature(ECLModule).parameters
@@ -62,13 +43,11 @@ class LoadedModel:
 def load_for_inference(cfg: DictConfig) -> LoadedModel:
     """The checkpoint `cfg.ckpt_path` in eval mode on the CPU, with `cfg.heads`; the input spec comes from the data
     config of its run (or `data=` given on the command line); class names from the checkpoint, else the class ids.
-    The checkpoint is read as evaluate and train read it: a truncated or foreign file is a CheckpointError."""
-    ckpt = resolve_checkpoint(cfg.ckpt_path)
-    checkpoint = read_checkpoint(ckpt)
-    hparams = checkpoint["hyper_parameters"]
-    model = load_module(checkpoint, eval=dict(hparams.get("eval") or {}, heads=cfg.heads)).eval()
-    del checkpoint
-    datamodule = instantiate(data_config(cfg, ckpt))
+    The checkpoint is planned as evaluate plans it (plan.plan_checkpoint)."""
+    run = plan_checkpoint(cfg)
+    hparams = run.hparams
+    model = load_module(run.checkpoint, eval=run.eval_config).eval()
+    datamodule = instantiate(run.data)
     if not hasattr(datamodule, "input_spec"):
         raise ConfigError(
             f"{type(datamodule).__name__} does not say what input its models expect (input_spec, data/protocol.py)"
@@ -80,7 +59,7 @@ def load_for_inference(cfg: DictConfig) -> LoadedModel:
             f"{model.hparams.get('in_chans')}: pass the data config of its run (data=... or its config.yaml)"
         )
     names = hparams.get("class_names") or [str(c) for c in range(model.num_classes)]
-    return LoadedModel(model, list(names), spec, model.heads, ckpt)
+    return LoadedModel(model, list(names), spec, model.heads, run.ckpt_path)
 
 
 def combine_heads(out: dict[str, Tensor | None], heads: Heads) -> Tensor:

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ecl_lightning.checkpoint import check_data_fits, check_model_fits, read_checkpoint
+from ecl_lightning.checkpoint import CheckpointError, check_data_fits, check_model_fits, read_checkpoint
 from ecl_lightning.config import ConfigError
 from ecl_lightning.heads import Heads
 from ecl_lightning.launch import check_launch
-from ecl_lightning.loggers import check_logger_packages
 from ecl_lightning.lifecycle import resolve_ckpt_path
+from ecl_lightning.loggers import check_logger_packages
 from ecl_lightning.validate import check_config
 
 if TYPE_CHECKING:
@@ -107,6 +107,56 @@ def data_name(cfg: DictConfig) -> str:
         if choice:
             return str(choice)
     return str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as it is; a run directory (or its checkpoints/): the best-by-val checkpoint
+    (epoch_*.ckpt, kept alone by the default callbacks), else last.ckpt. Neither: CheckpointError naming the path."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if folder.is_dir():
+        best = sorted(folder.glob("epoch_*.ckpt"))
+        if len(best) == 1:
+            return best[0]
+        if (folder / "last.ckpt").is_file():
+            return folder / "last.ckpt"
+        raise CheckpointError(
+            f"ckpt_path={path}: {len(best)} epoch_*.ckpt and no last.ckpt in {folder}; pass the checkpoint file"
+        )
+    raise CheckpointError(f"ckpt_path={path} does not exist: give a .ckpt file or the directory of a run")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """What evaluate, predict and export decide alike before building anything from a trained checkpoint."""
+
+    ckpt_path: Path  # the file: a run directory resolved to its best-by-val checkpoint, else last.ckpt
+    checkpoint: Mapping[str, Any]  # read once (weights memory-mapped): a truncated or foreign file stopped here
+    data: DictConfig  # the data it is evaluated on: `data=` given, else the data config of the checkpoint's run
+    data_name: str  # for messages
+    heads: Heads  # the test-time heads (`heads=`)
+
+    @property
+    def hparams(self) -> Mapping[str, Any]:
+        return self.checkpoint["hyper_parameters"]
+
+    @property
+    def eval_config(self) -> dict[str, Any]:
+        """The module's `eval` options: the checkpoint's own, with the heads asked for."""
+        return dict(self.hparams.get("eval") or {}, heads=str(self.heads))
+
+
+def plan_checkpoint(cfg: DictConfig) -> CheckpointPlan:
+    """The shared first stage of evaluate, predict and export: resolve and read `cfg.ckpt_path`, parse `cfg.heads`,
+    pick the data config. Raises CheckpointError / ConfigError naming the key; builds nothing."""
+    heads = Heads.parse(str(cfg.get("heads") or "label"), key="heads")  # a bad value is named before any file read
+    ckpt = resolve_checkpoint(cfg.ckpt_path)
+    checkpoint = read_checkpoint(ckpt)
+    data = data_config(cfg, ckpt)
+    name = data_name(cfg) if cfg.get("data") is not None else str(data.get("_target_")).rsplit(".", 1)[-1]
+    return CheckpointPlan(ckpt, checkpoint, data, name, heads)
 
 
 def data_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
