@@ -33,6 +33,8 @@ from torch import Tensor, nn
 
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD, IMAGENET_MEAN, IMAGENET_STD
 from ecl_lightning.data.transforms import gpu as G
+from ecl_lightning.data.transforms import recipes as R
+from ecl_lightning.data.transforms.ops import gpu_pipeline
 
 KORNIA_VERSION = "0.9.0"  # the version measured in docs/performance.md and pinned by the `bench` extra
 
@@ -79,11 +81,6 @@ def kornia_fmnist_views(container: str = "sequential") -> KorniaTwoViews:
     )
 
 
-def simclr_blur_kernel(size: int) -> int:
-    """SimCLR's blur kernel, 10 % of the side and odd (3 at 32 px, 23 at 224), as imagefolder_transforms."""
-    return int(0.1 * size) // 2 * 2 + 1
-
-
 def kornia_simclr_view(
     size: int, scale: tuple[float, float], mean: tuple[float, ...], std: tuple[float, ...], container: str
 ) -> nn.Module:
@@ -94,7 +91,7 @@ def kornia_simclr_view(
         K.RandomHorizontalFlip(),
         K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
         K.RandomGrayscale(p=0.2),
-        K.RandomGaussianBlur(simclr_blur_kernel(size), (0.1, 2.0), p=0.5),
+        K.RandomGaussianBlur(R.simclr_blur_kernel(size), (0.1, 2.0), p=0.5),
         _normalize(mean, std),
     ]
     return _container(ops, container)
@@ -118,20 +115,9 @@ def kornia_cifar_views(container: str = "sequential") -> KorniaTwoViews:
 
 
 def ours_simclr_views(size: int = 224) -> G.TwoViewAugment:
-    """Both views the SimCLR view of imagefolder_transforms("simclr"), with data/transforms/gpu.py's ops."""
-
-    def view() -> nn.Module:
-        return nn.Sequential(
-            G.ToFloat(),
-            G.RandomResizedCrop(size, scale=(0.08, 1.0)),
-            G.RandomHorizontalFlip(),
-            G.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-            G.RandomGrayscale(p=0.2),
-            G.GaussianBlur(simclr_blur_kernel(size), sigma=(0.1, 2.0), p=0.5),
-            G.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        )
-
-    return G.TwoViewAugment(view(), view())
+    """Both views the SimCLR view of imagefolder_transforms("simclr"), with data/transforms/gpu.py's ops on a batch."""
+    declared = R.simclr_view(size, (0.08, 1.0), R.normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return G.TwoViewAugment(gpu_pipeline(declared), gpu_pipeline(declared))
 
 
 def kornia_simclr_views(size: int = 224, container: str = "sequential") -> KorniaTwoViews:
@@ -144,8 +130,8 @@ def pipelines(args: argparse.Namespace) -> dict[str, tuple[tuple[int, int, int],
     """name -> (input C, H, W; ours; Kornia's)."""
     size = args.simclr_size
     table = {
-        "fmnist": ((1, 28, 28), G.fmnist_gpu_transforms(), kornia_fmnist_views(args.kornia_container)),
-        "cifar": ((3, 32, 32), G.cifar_gpu_transforms(), kornia_cifar_views(args.kornia_container)),
+        "fmnist": ((1, 28, 28), R.fmnist_gpu_transforms(), kornia_fmnist_views(args.kornia_container)),
+        "cifar": ((3, 32, 32), R.cifar_gpu_transforms(), kornia_cifar_views(args.kornia_container)),
         "simclr224": (
             (3, size * 8 // 7, size * 8 // 7),  # 256 for 224: the resize before the crop
             ours_simclr_views(size),
@@ -164,7 +150,7 @@ def op_pairs(size: int) -> list[tuple[str, nn.Module, nn.Module]]:
     K = _kornia()
     from kornia.augmentation.auto import AutoAugment
 
-    k = simclr_blur_kernel(size)
+    k = R.simclr_blur_kernel(size)
     scale = (0.2, 1.0) if size == 32 else (0.08, 1.0)
     jitter, half_pixel = (0.4, 0.4, 0.4, 0.1), {"align_corners": False}
     pairs = [

@@ -225,8 +225,12 @@ def section_augment(args, work: Path) -> dict:
     differ, their distribution must not): a difference over 5 standard errors fails."""
     import torch
 
-    from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms, fmnist_gpu_transforms
-    from ecl_lightning.data.transforms.recipes import cifar_transforms, fmnist_transforms
+    from ecl_lightning.data.transforms.recipes import (
+        cifar_gpu_transforms,
+        cifar_transforms,
+        fmnist_gpu_transforms,
+        fmnist_transforms,
+    )
 
     device = "cpu" if args.cpu else "cuda"
     n = 256 if args.cpu else 2048

@@ -34,10 +34,9 @@ from ecl_lightning.data.transforms.gpu_split_file import (
     GroupedColorJitter,
     RandAugment,
     RandomResizedCropEach,
-    ToUint8,
     sample_crop_boxes,
-    split_file_gpu_transforms,
 )
+from ecl_lightning.data.transforms.recipes import split_file_gpu_transforms
 from ecl_lightning.train import train
 from helpers import compose_cfg
 
@@ -292,7 +291,7 @@ def describe(view) -> list[tuple]:
             out.append(("flip", op.p))
         elif isinstance(op, v2.RandomGrayscale | G.RandomGrayscale):
             out.append(("grey", op.p))
-        elif not isinstance(op, v2.ToImage | v2.ToDtype | v2.ToPureTensor | G.ToFloat | ToUint8):
+        elif not isinstance(op, v2.ToImage | v2.ToDtype | v2.ToPureTensor | G.ToFloat | G.ToUint8):
             raise AssertionError(f"undescribed op {op}")
     return out
 

@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as F
 from ecl_lightning.data import CIFARLTDataModule, Cutout, FashionMNISTLTDataModule, cifar_transforms, fmnist_transforms
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 from ecl_lightning.data.transforms import gpu as G
+from ecl_lightning.data.transforms import recipes as R
 from ecl_lightning.train import train
 from helpers import Z, assert_close_means, compose_cfg, index_grid, tiny_overrides
 from helpers import crop_boxes as boxes
@@ -205,8 +206,8 @@ def test_color_jitter_statistics_match_cpu():
 
 # ---- whole pipelines: GPU path vs CPU path ------------------------------------------------------------------------
 PIPELINES = {
-    "fmnist": (fmnist_transforms, G.fmnist_gpu_transforms, FMNIST_MEAN, FMNIST_STD, 512),
-    "cifar": (cifar_transforms, G.cifar_gpu_transforms, CIFAR_MEAN, CIFAR_STD, 256),
+    "fmnist": (fmnist_transforms, R.fmnist_gpu_transforms, FMNIST_MEAN, FMNIST_STD, 512),
+    "cifar": (cifar_transforms, R.cifar_gpu_transforms, CIFAR_MEAN, CIFAR_STD, 256),
 }
 
 
@@ -311,13 +312,13 @@ def test_augment_false_is_plain_normalisation():
     x = images("cifar", 4)
     _, _, evaluate = cifar_transforms()
     expected = torch.stack([evaluate(xi) for xi in x])
-    for view in G.cifar_gpu_transforms(augment=False)(x):
+    for view in R.cifar_gpu_transforms(augment=False)(x):
         torch.testing.assert_close(view, expected)
 
 
 def test_global_seed_makes_views_reproducible():
     x = images("cifar", 16)
-    views = G.cifar_gpu_transforms()
+    views = R.cifar_gpu_transforms()
     torch.manual_seed(3)
     first = views(x)
     torch.manual_seed(3)

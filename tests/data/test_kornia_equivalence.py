@@ -24,6 +24,7 @@ from kornia.augmentation.auto.autoaugment.autoaugment import cifar10_policy  # n
 
 from ecl_lightning.data.transforms import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD  # noqa: E402
 from ecl_lightning.data.transforms import gpu as G  # noqa: E402
+from ecl_lightning.data.transforms import recipes as R  # noqa: E402
 from helpers import (  # noqa: E402
     Z,
     assert_close_means,
@@ -307,8 +308,8 @@ def test_autoaugment_draws_a_sub_policy_per_image():
 
 # ---- whole pipelines ----------------------------------------------------------------------------------------------
 VIEWS = {
-    "fmnist": (G.fmnist_gpu_transforms, BENCH.kornia_fmnist_views, FMNIST_MEAN, FMNIST_STD, 512),
-    "cifar": (G.cifar_gpu_transforms, BENCH.kornia_cifar_views, CIFAR_MEAN, CIFAR_STD, 256),
+    "fmnist": (R.fmnist_gpu_transforms, BENCH.kornia_fmnist_views, FMNIST_MEAN, FMNIST_STD, 512),
+    "cifar": (R.cifar_gpu_transforms, BENCH.kornia_cifar_views, CIFAR_MEAN, CIFAR_STD, 256),
 }
 
 

@@ -21,8 +21,8 @@ from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 from ecl_lightning.data.protocol import LongTailData
+from ecl_lightning.data.transforms.gpu import Cutout
 from ecl_lightning.data.transforms.recipes import (
-    Cutout,
     cifar_transforms,
     eval_transform,
     fmnist_transforms,

@@ -12,8 +12,7 @@ from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
 from ecl_lightning.data.errors import DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
-from ecl_lightning.data.transforms.gpu import cifar_gpu_transforms
-from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, cifar_transforms
+from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, cifar_gpu_transforms, cifar_transforms
 
 # folder inside data_dir, train files, test files, label key, download URL (torchvision's layout)
 LAYOUTS = {

@@ -11,8 +11,7 @@ from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
 from ecl_lightning.data.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
-from ecl_lightning.data.transforms.gpu import fmnist_gpu_transforms
-from ecl_lightning.data.transforms.recipes import FMNIST_MEAN, FMNIST_STD, fmnist_transforms
+from ecl_lightning.data.transforms.recipes import FMNIST_MEAN, FMNIST_STD, fmnist_gpu_transforms, fmnist_transforms
 
 # Where Debian's `dataset-fashion-mnist` package puts the files (`dpkg -L dataset-fashion-mnist`).
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)

@@ -28,13 +28,13 @@ from ecl_lightning.data.datasets.split_file import (
 from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
-from ecl_lightning.data.transforms.gpu_split_file import split_file_gpu_transforms
 from ecl_lightning.data.transforms.recipes import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     INAT_MEAN,
     INAT_STD,
     imagefolder_transforms,
+    split_file_gpu_transforms,
 )
 
 log = logging.getLogger("ecl_lightning")

@@ -1,5 +1,7 @@
-"""The augmentation recipes: per image on the CPU (`recipes.py`) and batched on the device (`gpu.py`)."""
+"""The augmentation recipes, declared once (`recipes.py`), built per image on the CPU and batched on the device
+(`ops.py`) from the ops of torchvision and of `gpu.py` / `gpu_split_file.py`."""
 
+from ecl_lightning.data.transforms.gpu import Cutout
 from ecl_lightning.data.transforms.recipes import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -9,7 +11,6 @@ from ecl_lightning.data.transforms.recipes import (
     IMAGENET_STD,
     INAT_MEAN,
     INAT_STD,
-    Cutout,
     cifar_transforms,
     eval_transform,
     fmnist_transforms,

@@ -1,11 +1,13 @@
-"""Batched two-view augmentation on the device (`data.gpu_augment`): the pipelines of recipes.py, one call per batch.
+"""The batched ops of the device path (`data.gpu_augment`): recipes.py declares each recipe once and ops.py builds
+its batched pipeline from these ops, one call per batch.
 
 Each op mirrors one torchvision v2 transform of the CPU path and draws its per-sample parameters as tensors on the
 batch's device (torch.rand / torch.randint, so the global seed applies) from the same distribution; no Python loop
 runs over samples. Geometric ops and AutoAugment work on uint8 like the CPU path; the SimCLR colour ops work on
-float in [0, 1] (the CPU path rounds to uint8 after each op; here nothing is rounded).
+float in [0, 1] (the CPU path rounds to uint8 after each op; here nothing is rounded). An op's `input_dtype` (none:
+any) is the dtype it needs: the pipeline builder puts ToFloat or ToUint8 in front of it where the batch has the other.
 
-Over 300 lines on purpose: one small function per torchvision op it mirrors, beside the pipelines that compose them.
+Over 300 lines on purpose: one small function per torchvision op it mirrors.
 Kept rather than Kornia's augmentation module: Kornia draws AutoAugment's sub-policy and ColorJitter's order once per
 batch, has no Cutout, and is 2.6-5x slower on Fashion-MNIST's views (docs/performance.md, bench/bench_augment_libs.py).
 """
@@ -19,14 +21,13 @@ from torch import Tensor, nn
 from torch.nn import functional as TF
 from torchvision.transforms import v2
 
-from ecl_lightning.data.transforms.recipes import CIFAR_MEAN, CIFAR_STD, FMNIST_MEAN, FMNIST_STD
 
-
-def _uniform(shape: tuple[int, ...], low: float, high: float, device: torch.device) -> Tensor:
+def uniform(shape: tuple[int, ...], low: float, high: float, device: torch.device) -> Tensor:
+    """Uniform floats in [low, high) of the given shape."""
     return torch.rand(shape, device=device) * (high - low) + low
 
 
-def _randint_below(high: Tensor) -> Tensor:
+def randint_below(high: Tensor) -> Tensor:
     """Uniform integers in [0, high) element-wise, for an integer tensor high >= 1."""
     return (torch.rand(high.shape, device=high.device) * high).long().clamp_max(high - 1)
 
@@ -45,19 +46,25 @@ def _box_mask(top: Tensor, left: Tensor, bottom: Tensor, right: Tensor, height: 
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _first_valid(valid: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
+def first_valid(valid: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     """Per row, the values at the first True column of `valid` (B, tries): torchvision's "10 tries" loops."""
     first = valid.int().argmax(1, keepdim=True)  # argmax returns the first maximum
     return tuple(v.gather(1, first).squeeze(1) for v in values)
 
 
-def _sample_boxes(
-    n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], device: torch.device
+def sample_boxes(
+    n: int,
+    height: int | Tensor,
+    width: int | Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Ten tries per sample of (sqrt(area * aspect), sqrt(area / aspect)), rounded, with RandomResizedCrop's and
-    RandomErasing's draws: area uniform in scale x image area, log aspect uniform in log ratio."""
-    area = height * width * _uniform((n, 10), scale[0], scale[1], device)
-    aspect = torch.exp(_uniform((n, 10), math.log(ratio[0]), math.log(ratio[1]), device))
+    RandomErasing's draws: area uniform in scale x image area, log aspect uniform in log ratio (height and width: one
+    size for the batch, or (B, 1) tensors, one per image)."""
+    area = height * width * uniform((n, 10), scale[0], scale[1], device)
+    aspect = torch.exp(uniform((n, 10), math.log(ratio[0]), math.log(ratio[1]), device))
     return torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
 
 
@@ -192,6 +199,8 @@ class RandomHorizontalFlip(nn.Module):
 class RandomResizedCrop(nn.Module):
     """v2.RandomResizedCrop(size, scale, ratio) on a float batch: torchvision's box sampling, bilinear resize."""
 
+    input_dtype = torch.float32
+
     def __init__(
         self, size: int, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
     ) -> None:
@@ -201,10 +210,10 @@ class RandomResizedCrop(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
         dev = x.device
-        w, h = _sample_boxes(n, height, width, self.scale, self.ratio, dev)  # RRC: w from area * aspect
+        w, h = sample_boxes(n, height, width, self.scale, self.ratio, dev)  # RRC: w from area * aspect
         valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-        h, w = (t.long() for t in _first_valid(valid, h, w))
-        top, left = _randint_below(height - h + 1), _randint_below(width - w + 1)
+        h, w = (t.long() for t in first_valid(valid, h, w))
+        top, left = randint_below(height - h + 1), randint_below(width - w + 1)
         # No valid try in ten: torchvision's fallback, a central crop with the ratio clamped into range.
         in_ratio = width / height
         if in_ratio < min(self.ratio):
@@ -225,6 +234,8 @@ class RandomResizedCrop(nn.Module):
 class ColorJitter(nn.Module):
     """v2.RandomApply([v2.ColorJitter(b, c, s, h)], p) on an RGB float batch: per-sample factors and order."""
 
+    input_dtype = torch.float32
+
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0) -> None:
         super().__init__()
         self.brightness, self.contrast, self.saturation, self.hue, self.p = brightness, contrast, saturation, hue, p
@@ -233,13 +244,13 @@ class ColorJitter(nn.Module):
         n, dev = x.shape[0], x.device
 
         def factor(spread: float) -> Tensor:
-            return _uniform((n,), max(0.0, 1.0 - spread), 1.0 + spread, dev)
+            return uniform((n,), max(0.0, 1.0 - spread), 1.0 + spread, dev)
 
         ops = (
             (adjust_brightness, factor(self.brightness)),
             (adjust_contrast, factor(self.contrast)),
             (adjust_saturation, factor(self.saturation)),
-            (adjust_hue, _uniform((n,), -self.hue, self.hue, dev)),
+            (adjust_hue, uniform((n,), -self.hue, self.hue, dev)),
         )
         # ColorJitter applies its four ops in a random order (torch.randperm(4)); here one order per sample: at each
         # position every op is computed for the batch and each sample keeps the one its order names.
@@ -260,6 +271,8 @@ class ColorJitter(nn.Module):
 class RandomGrayscale(nn.Module):
     """v2.RandomGrayscale(p) on an RGB float batch."""
 
+    input_dtype = torch.float32
+
     def __init__(self, p: float = 0.1) -> None:
         super().__init__()
         self.p = p
@@ -272,6 +285,8 @@ class RandomGrayscale(nn.Module):
 class GaussianBlur(nn.Module):
     """v2.RandomApply([v2.GaussianBlur(k, sigma)], p) on a float batch: sigma uniform per sample, reflect padding."""
 
+    input_dtype = torch.float32
+
     def __init__(self, kernel_size: int, sigma: tuple[float, float], p: float = 1.0) -> None:
         super().__init__()
         self.kernel_size, self.sigma, self.p = kernel_size, tuple(sigma), p
@@ -279,7 +294,7 @@ class GaussianBlur(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         k = self.kernel_size
-        sigma = _uniform((n,), self.sigma[0], self.sigma[1], x.device)
+        sigma = uniform((n,), self.sigma[0], self.sigma[1], x.device)
         # torchvision's _get_gaussian_kernel1d: softmax(-(t / sigma)^2) on t in linspace(+-(k-1)/(2 sqrt 2)).
         lim = (k - 1) / (2.0 * math.sqrt(2.0))
         t = torch.linspace(-lim, lim, k, device=x.device)
@@ -308,6 +323,7 @@ class TorchvisionPolicy(nn.Module):
     interpolation and fill `apply_op` uses, so the batched and the CPU paths apply the same ops."""
 
     reference: v2.AutoAugment | v2.RandAugment
+    input_dtype = torch.uint8
 
     def apply_op(self, x: Tensor, name: str, magnitude: float) -> Tensor:
         """One op with a fixed magnitude on a uint8 batch, exactly as the CPU transform applies it."""
@@ -369,8 +385,17 @@ class ToFloat(nn.Module):
         return x.float().mul_(1.0 / 255) if x.dtype == torch.uint8 else x
 
 
+class ToUint8(nn.Module):
+    """A float batch in [0, 1] -> uint8, rounded (for the ops that need uint8 after the float colour ops)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mul(255).round_().to(torch.uint8)
+
+
 class Normalize(nn.Module):
     """v2.Normalize(mean, std) on a float batch."""
+
+    input_dtype = torch.float32
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -396,10 +421,10 @@ class RandomErasing(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, _, height, width = x.shape
-        h, w = _sample_boxes(n, height, width, self.scale, self.ratio, x.device)  # erasing: h from area * aspect
+        h, w = sample_boxes(n, height, width, self.scale, self.ratio, x.device)  # erasing: h from area * aspect
         valid = (h < height) & (w < width)
-        h, w = (t.long() for t in _first_valid(valid, h, w))
-        top, left = _randint_below(height - h + 1), _randint_below(width - w + 1)
+        h, w = (t.long() for t in first_valid(valid, h, w))
+        top, left = randint_below(height - h + 1), randint_below(width - w + 1)
         # No valid try in ten: torchvision leaves the image as it is.
         erase = valid.any(1) & (torch.rand(n, device=x.device) < self.p)
         mask = _box_mask(top, left, top + h, left + w, height, width) & _bcast(erase)
@@ -410,19 +435,22 @@ class RandomErasing(nn.Module):
 
 
 class Cutout(nn.Module):
-    """transforms.Cutout(size): zero a size x size square at a uniform centre per sample, clipped at the border."""
+    """Zero a size x size square at a uniform random centre, clipped at the border (DeVries & Taylor), in a (C, H, W)
+    image (the CPU path) or per sample of a (B, C, H, W) batch (the batched path)."""
 
     def __init__(self, size: int = 16) -> None:
         super().__init__()
         self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
-        n, _, h, w = x.shape
+        batch = x if x.dim() == 4 else x[None]
+        n, _, h, w = batch.shape
         cy = torch.randint(h, (n,), device=x.device)
         cx = torch.randint(w, (n,), device=x.device)
         half, rest = self.size // 2, self.size - self.size // 2
         mask = _box_mask(cy - half, cx - half, cy + rest, cx + rest, h, w)  # out-of-image bounds clip themselves
-        return x.masked_fill(mask, 0.0)
+        out = batch.masked_fill(mask, 0.0)
+        return out if x.dim() == 4 else out[0]
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
@@ -441,36 +469,3 @@ class TwoViewAugment(nn.Module):
             self.to(images.device)  # the datamodule owns this module, so Lightning does not move it
         with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
             return self.view1(images), self.view2(images)
-
-
-def fmnist_gpu_transforms(augment: bool = True) -> TwoViewAugment:
-    """Batched fmnist_transforms: crop 28 pad 2 + flip; view 2 adds random erasing (value 0, after normalising)."""
-    norm = [ToFloat(), Normalize(FMNIST_MEAN, FMNIST_STD)]
-    if not augment:
-        return TwoViewAugment(nn.Sequential(*norm), nn.Sequential(*norm))
-    geometric = [RandomCrop(28, padding=2), RandomHorizontalFlip()]
-    return TwoViewAugment(nn.Sequential(*geometric, *norm), nn.Sequential(*geometric, *norm, RandomErasing(value=0.0)))
-
-
-def cifar_gpu_transforms(augment: bool = True) -> TwoViewAugment:
-    """Batched cifar_transforms: view 1 crop/flip/AutoAugment/Cutout, view 2 SimCLR (docs/method.md 4)."""
-    norm = [ToFloat(), Normalize(CIFAR_MEAN, CIFAR_STD)]
-    if not augment:
-        return TwoViewAugment(nn.Sequential(*norm), nn.Sequential(*norm))
-    view1 = nn.Sequential(
-        RandomCrop(32, padding=4),
-        RandomHorizontalFlip(),
-        AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
-        *norm,
-        Cutout(16),
-    )
-    view2 = nn.Sequential(
-        ToFloat(),
-        RandomResizedCrop(32, scale=(0.2, 1.0)),
-        RandomHorizontalFlip(),
-        ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-        RandomGrayscale(p=0.2),
-        GaussianBlur(3, sigma=(0.1, 2.0), p=0.5),
-        Normalize(CIFAR_MEAN, CIFAR_STD),
-    )
-    return TwoViewAugment(view1, view2)

@@ -1,10 +1,10 @@
-"""The split-file recipes (ImageNet-LT, Places-LT, iNat) on decoded images of different sizes, batched on their device.
+"""The batched ops of the split-file recipes (ImageNet-LT, Places-LT, iNat), on decoded images of different sizes.
 
 `data.decode=bytes` decodes a batch into a list of uint8 (3, H_i, W_i) images (data/datasets/encoded.py). The crop
 that gives every image the same size runs per image (a crop box drawn per image, torchvision's crop-and-resize
 kernel, then stack); everything after it runs once per batch with the ops of data/transforms/gpu.py, plus a batched
-RandAugment here.
-The CPU path these mirror is `imagefolder_transforms` (data/transforms/recipes.py), on PIL images.
+RandAugment and a jitter grouped by op here. recipes.py declares the split-file recipes once; ops.py builds them
+from these ops (`split_file_gpu_transforms`) and from torchvision's (`imagefolder_transforms`, on PIL images).
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ from torchvision.transforms.v2 import functional as F
 
 from ecl_lightning.data.transforms.gpu import (
     ColorJitter,
-    GaussianBlur,
-    Normalize,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    ToFloat,
     TorchvisionPolicy,
-    _first_valid,
-    _randint_below,
-    _sample_boxes,
-    _uniform,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     by_group,
+    first_valid,
+    randint_below,
+    sample_boxes,
+    uniform,
 )
 
 
@@ -42,10 +37,10 @@ def sample_crop_boxes(
     fallback crop with the aspect clamped into ratio; drawn on the CPU, no loop over images."""
     n = len(heights)
     h_img, w_img = heights[:, None].double(), widths[:, None].double()
-    w, h = _sample_boxes(n, h_img, w_img, scale, ratio, heights.device)  # RRC: w from area * aspect
+    w, h = sample_boxes(n, h_img, w_img, scale, ratio, heights.device)  # RRC: w from area * aspect
     valid = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
-    h, w = (t.long() for t in _first_valid(valid, h, w))
-    top, left = _randint_below(heights - h + 1), _randint_below(widths - w + 1)
+    h, w = (t.long() for t in first_valid(valid, h, w))
+    top, left = randint_below(heights - h + 1), randint_below(widths - w + 1)
     aspect = widths.double() / heights.double()
     lo, hi = min(ratio), max(ratio)
     fallback_w = torch.where(aspect > hi, torch.round(heights * hi).long(), widths)
@@ -100,13 +95,6 @@ class ResizeCenterCropEach(nn.Module):
         return f"size={self.size}, resize_size={self.resize_size}"
 
 
-class ToUint8(nn.Module):
-    """A float batch in [0, 1] -> uint8, rounded (for the ops that need uint8 after the float colour ops)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.mul(255).round_().to(torch.uint8)
-
-
 class RandAugment(TorchvisionPolicy):
     """v2.RandAugment(num_ops, magnitude) on a uint8 batch: per sample and round, an op drawn uniformly from
     torchvision's space and, for signed ops, a sign; each (op, sign) group runs once through torchvision's own kernels
@@ -149,10 +137,10 @@ class GroupedColorJitter(ColorJitter):
     def forward(self, x: Tensor) -> Tensor:
         n, dev = x.shape[0], x.device
         spreads = (self.brightness, self.contrast, self.saturation)
-        factors = [_uniform((n,), max(0.0, 1.0 - v), 1.0 + v, dev) for v in spreads]
+        factors = [uniform((n,), max(0.0, 1.0 - v), 1.0 + v, dev) for v in spreads]
         ops = [adjust_brightness, adjust_contrast, adjust_saturation]
         if self.hue > 0:
-            factors.append(_uniform((n,), -self.hue, self.hue, dev))
+            factors.append(uniform((n,), -self.hue, self.hue, dev))
             ops.append(adjust_hue)
         order = torch.rand(n, len(ops), device=dev).argsort(1)  # a uniform random order of the ops per sample
         apply = torch.rand(n, device=dev) < self.p
@@ -187,43 +175,3 @@ class ImageListTransforms(nn.Module):
         self._to(images)
         with torch.no_grad(), torch.autocast(images[0].device.type, enabled=False):
             return self.evaluate(images)
-
-
-def split_file_gpu_transforms(
-    recipe: str,
-    image_size: int,
-    resize_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    augment: bool = True,
-) -> ImageListTransforms:
-    """Batched `imagefolder_transforms` for decoded images: view 1 RRC, flip, jitter, RandAugment n2 m10 (recipe
-    `randaugment`) or SimCLR (`simclr`); view 2 SimCLR; eval resize + centre crop (docs/method.md 4)."""
-    if recipe not in ("randaugment", "simclr"):
-        raise ValueError(f"recipe must be 'randaugment' or 'simclr', got {recipe!r}")
-    norm = [ToFloat(), Normalize(mean, std)]
-    evaluate = nn.Sequential(ResizeCenterCropEach(image_size, resize_size), *norm)
-    if not augment:
-        return ImageListTransforms(evaluate, evaluate, evaluate)
-    blur_kernel = int(0.1 * image_size) // 2 * 2 + 1  # as the CPU recipe: 23 at 224
-    simclr = nn.Sequential(
-        RandomResizedCropEach(image_size, scale=(0.08, 1.0)),
-        RandomHorizontalFlip(),
-        ToFloat(),
-        GroupedColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-        RandomGrayscale(p=0.2),
-        GaussianBlur(blur_kernel, sigma=(0.1, 2.0), p=0.5),
-        Normalize(mean, std),
-    )
-    if recipe == "simclr":
-        return ImageListTransforms(simclr, simclr, evaluate)
-    view1 = nn.Sequential(
-        RandomResizedCropEach(image_size, scale=(0.08, 1.0)),
-        RandomHorizontalFlip(),
-        ToFloat(),
-        GroupedColorJitter(0.4, 0.4, 0.4, 0.0),  # always on, no hue (the CPU recipe); float, rounded once below
-        ToUint8(),
-        RandAugment(num_ops=2, magnitude=10),
-        *norm,
-    )
-    return ImageListTransforms(view1, simclr, evaluate)
