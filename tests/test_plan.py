@@ -8,11 +8,12 @@ import re
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ecl_lightning.checkpoint import CheckpointError
 from ecl_lightning.config import ConfigError
 from ecl_lightning.heads import Heads
-from ecl_lightning.plan import LAST_EPOCH_FILENAME, DataInfo, check_before_data, plan, run_config
+from ecl_lightning.plan import LAST_EPOCH_FILENAME, DataInfo, check_before_data, plan, plan_checkpoint, run_config
 from helpers import compose_cfg, tiny_overrides
 
 
@@ -189,3 +190,22 @@ def test_a_gpu_trainer_with_enough_gpus_passes(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = config(tmp_path, "trainer.accelerator=gpu", "trainer.devices=2")
     assert plan(cfg, data_info()).data == data_info()
+
+
+def test_checkpoint_plan_of_a_run_directory(tmp_path):
+    # evaluate, predict and export: a run directory resolves to its best checkpoint, read once; the data config of
+    # the run is used when none is given; a bad heads value is named before any file is read.
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    best = save_checkpoint(run_dir / "checkpoints" / "epoch_007.ckpt", num_classes=7)
+    OmegaConf.save({"data": {"_target_": "ecl_lightning.data.FashionMNISTLTDataModule", "data_dir": "x"}},
+                   run_dir / "config.yaml")  # fmt: skip
+    run = plan_checkpoint(OmegaConf.create({"ckpt_path": str(run_dir), "heads": "expert2", "data": None}))
+    assert run.ckpt_path == best and run.hparams["num_classes"] == 7
+    assert run.data.data_dir == "x" and run.data_name == "FashionMNISTLTDataModule"
+    assert run.heads == Heads.parse("expert2") and run.eval_config["heads"] == "expert2"
+    with pytest.raises(ConfigError, match=re.escape("heads='expert0' is not one of label")):
+        plan_checkpoint(OmegaConf.create({"ckpt_path": str(tmp_path / "nope"), "heads": "expert0"}))
+    with pytest.raises(CheckpointError, match="does not exist: give a .ckpt file or the directory of a run"):
+        plan_checkpoint(OmegaConf.create({"ckpt_path": str(tmp_path / "nope"), "heads": "label"}))
