@@ -60,7 +60,7 @@ def resume_overrides(fmnist_dir: Path, max_epochs: int) -> list[str]:
         "model.schedule.name=multistep",
         "model.schedule.warmup_epochs=0",
         "model.schedule.milestones=[1]",
-        "model.loss.warmup_epochs=2",
+        "model.loss.ramp_epochs=2",
         "callbacks.model_checkpoint.monitor=null",
     ]
 

@@ -51,7 +51,7 @@ def test_recipes_match_the_spec():
 
 
 def test_short_training_writes_run_outputs_and_learns(data_dirs, tmp_path):
-    overrides = ["experiment=fmnist_lt", "trainer.max_epochs=6", "model.loss.warmup_epochs=1"]
+    overrides = ["experiment=fmnist_lt", "trainer.max_epochs=6", "model.loss.ramp_epochs=1"]
     overrides += tiny_overrides("fmnist_lt", data_dirs) + ["model.schedule.warmup_epochs=0", "model.optim.lr=0.05"]
     cfg = compose_cfg(overrides, tmp_path)
     metrics = train(cfg)

@@ -113,11 +113,54 @@ def check_type(key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(f"{key}={value!r} must be {_describe(annotation)}")
 
 
+# Options renamed, old name -> (new name, why), so an old config or override is told the new name. Checkpoints written
+# before a rename are read with the new names (upgrade_keys).
+RENAMED_KEYS = {
+    "model.loss.warmup_epochs": (
+        "model.loss.ramp_epochs",
+        "the epochs over which the distillation and feature weights ramp up; model.schedule.warmup_epochs is the "
+        "learning-rate warm-up",
+    ),
+}
+
+
+# The same for the top-level keys of the evaluate config (conf/eval.yaml).
+RENAMED_EVAL_KEYS = {
+    "tau": (
+        "correction_tau",
+        "the strength of the post-hoc prior correction z + correction_tau * log pi; model.loss.tau is the training "
+        "loss's logit adjustment",
+    ),
+}
+
+
+def renamed_key_error(key: str, renamed: dict[str, tuple[str, str]]) -> ConfigError | None:
+    """The error for an option given under the name it had before a rename, or None for any other key."""
+    if key not in renamed:
+        return None
+    new, why = renamed[key]
+    return ConfigError(f"{key} is now {new} ({why}): rename it in your config or override")
+
+
+def upgrade_keys(values: dict | None, prefix: str) -> dict:
+    """The values of group `prefix` (e.g. `model.loss`) with the keys renamed since they were saved under their new
+    names: what the module does with the hyper-parameters of a checkpoint written before a rename."""
+    values = dict(values or {})
+    for old, (new, _) in RENAMED_KEYS.items():
+        group, key = old.rsplit(".", 1)
+        if group == prefix and key in values:
+            values.setdefault(new.rsplit(".", 1)[1], values.pop(key))
+    return values
+
+
 def from_dict(cls, values: dict | None, prefix: str):
     """Build dataclass `cls` from a plain dict; an unknown key or a value of the wrong type (checked against the
     field's annotation) raises ConfigError naming `prefix.key`."""
     values = dict(values or {})
     names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if (err := renamed_key_error(f"{prefix}.{key}", RENAMED_KEYS)) is not None:
+            raise err
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; valid keys: {sorted(names)}")
@@ -179,7 +222,7 @@ class LossConfig:
     moco_init: str = "copy"
     moco_copy_buffers: bool = True
     queue_size: int = 1024
-    warmup_epochs: float = 5.0
+    ramp_epochs: float = 5.0  # the distillation and feature weights ramp from 0 (model.schedule.warmup_epochs: the lr)
     # the objective as a list of terms (LOSS_TERMS); null: every term whose weight is > 0 (and label)
     terms: list | None = None
     # per-expert label losses (skill-diverse experts: SADE, BalPoE, RIDE; docs/method.md section 3.1)
@@ -233,7 +276,7 @@ class LossConfig:
             raise ConfigError("model.loss.label_inverse_tau needs model.loss.label_tau (one value per expert)")
         if self.terms is not None:
             self._check_terms()
-        for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "hcm_kd_weight", "warmup_epochs", "tau"):
+        for key in ("kd_weight", "feat_weight", "con_weight", "hcm_weight", "hcm_kd_weight", "ramp_epochs", "tau"):
             _positive(f"model.loss.{key}", getattr(self, key))
         for key in ("kd_temperature", "con_temperature", "queue_size", "hcm_k"):
             _positive(f"model.loss.{key}", getattr(self, key), strict=True)

@@ -2,7 +2,7 @@
 
 The data defaults to the checkpoint's own run (its config.yaml beside checkpoints/); `data=<name>` picks another.
 `heads=label|label+dist|expert<k>` chooses the test-time aggregation. `protocol=shifted` tests on SADE's family of
-shifted test priors, with prior correction, expert aggregation and calibration (ecl_lightning.evaluation.protocol).
+shifted test priors, with prior correction, expert aggregation and calibration (ecl_lightning.posthoc.shifted_eval).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from ecl_lightning.checkpoint import check_data_fits
+from ecl_lightning.config import RENAMED_EVAL_KEYS, renamed_key_error
 from ecl_lightning.extras import apply_extras
 from ecl_lightning.inference import load_module
 from ecl_lightning.instantiate import instantiate, instantiate_loggers
@@ -35,6 +36,9 @@ log = logging.getLogger("ecl_lightning")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint `cfg.ckpt_path` once; return the flat test metrics (also written as metrics.json)."""
     check_config(cfg)  # data (when given) and trainer keys, before anything is read
+    for key in cfg:
+        if (err := renamed_key_error(str(key), RENAMED_EVAL_KEYS)) is not None:
+            raise err  # `+tau=...` or an old eval config: its new name
     check_logger_packages(cfg)  # logger=tensorboard / mlflow without the `loggers` extra
     apply_extras(cfg)  # extras.print_config / ignore_warnings
     run = plan_checkpoint(cfg)  # the checkpoint (read once), its data config and the heads, as predict and export
@@ -59,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(config.get("logger"))
     record_mlflow_run(loggers, output_dir)  # config.yaml as an artifact of the eval run
     if cfg.get("protocol", "balanced") != "balanced":
-        from ecl_lightning.evaluation.protocol import run_shifted
+        from ecl_lightning.posthoc.shifted_eval import run_shifted
 
         return run_shifted(config, model, datamodule, output_dir, loggers)
     trainer: L.Trainer = instantiate(config.trainer, logger=loggers or False, callbacks=[])

@@ -28,6 +28,7 @@ from ecl_lightning.config import (
     OptimConfig,
     ScheduleConfig,
     from_dict,
+    upgrade_keys,
 )
 from ecl_lightning.heads import Heads
 from ecl_lightning.losses import (
@@ -96,7 +97,7 @@ class ECLModule(L.LightningModule):
                 raise ConfigError(f"class_counts has {len(class_counts)} entries, expected num_classes={num_classes}")
         self.save_hyperparameters()
         self.net_cfg = from_dict(NetConfig, net, "model.net")
-        self.loss_cfg = from_dict(LossConfig, loss, "model.loss")
+        self.loss_cfg = from_dict(LossConfig, upgrade_keys(loss, "model.loss"), "model.loss")  # old checkpoints too
         self.optim_cfg = from_dict(OptimConfig, optim, "model.optim")
         self.schedule_cfg = from_dict(ScheduleConfig, schedule, "model.schedule")
         self.eval_cfg = from_dict(EvalConfig, eval, "model.eval")
@@ -257,7 +258,7 @@ class ECLModule(L.LightningModule):
         """
         x1, x2 = self._layout(x1), self._layout(x2)
         c = self.loss_cfg
-        step = _Step(x2=x2, y=y, epoch=epoch, ramp=linear_ramp(epoch, c.warmup_epochs))
+        step = _Step(x2=x2, y=y, epoch=epoch, ramp=linear_ramp(epoch, c.ramp_epochs))
         if c.mixup_alpha > 0:  # BalPoE's combiner: mixed images, target-dependent terms mixed as lam/(1 - lam)
             x1, perm, step.lam = mixup_batch(x1, c.mixup_alpha)
             step.y_b = y[perm]

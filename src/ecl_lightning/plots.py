@@ -100,7 +100,7 @@ def plot_accuracy_vs_imbalance(
 ) -> Path:
     """Accuracy (%) against the test imbalance (log scale, forward-LT left to backward-LT right): one line per series
     of (mean, std) points, a band of ± std where std > 0. `styles`: label -> (colour key, correction)."""
-    from ecl_lightning.evaluation.shifted import signed_imbalance
+    from ecl_lightning.posthoc.shifted import signed_imbalance
 
     x = [signed_imbalance(p) for p in profiles]
     styles = styles or {label: (label, "none") for label in series}

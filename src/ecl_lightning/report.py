@@ -7,7 +7,7 @@ python -m ecl_lightning.report logs/results/part_a logs/results/part_b
 
 `--shifted` reads `python -m ecl_lightning.evaluate -m protocol=shifted ...` runs instead: one row per configuration,
 aggregation and correction, one column per test class distribution, then the expert weights and the calibration
-(ecl_lightning.evaluation.seeds); `--rows mean_logits/none selfsup@test/none` picks rows, `--plot acc.png` draws them.
+(ecl_lightning.posthoc.seeds); `--rows mean_logits/none selfsup@test/none` picks rows, `--plot acc.png` draws them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _main(argv: list[str] | None) -> str:
     args = parser.parse_args(argv)
     runs = [run for sweep_dir in args.sweep_dirs for run in load_runs(sweep_dir)]
     if args.shifted:
-        from ecl_lightning.evaluation.seeds import shifted_report
+        from ecl_lightning.posthoc.seeds import shifted_report
 
         try:
             table = shifted_report(group_runs(runs), args.rows, args.plot)

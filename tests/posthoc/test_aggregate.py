@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ecl_lightning.evaluation.aggregate import aggregate, fit_selfsup_weights
+from ecl_lightning.posthoc.aggregate import aggregate, fit_selfsup_weights
 
 
 def test_fixed_rules_on_two_experts():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.evaluation.shifted import profile_counts, profile_indices, profile_names, shifted_subsets
+from ecl_lightning.posthoc.shifted import profile_counts, profile_indices, profile_names, shifted_subsets
 
 
 def test_profile_names_are_sades_eleven():

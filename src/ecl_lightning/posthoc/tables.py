@@ -11,7 +11,8 @@ def _cell(value: float | None, percent: bool = True) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.3f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table: the header, a rule, one line a row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -22,7 +23,7 @@ def accuracy_table(metrics: dict, profiles: Sequence[str], rows: Sequence[tuple[
     body = [
         [agg, corr, *(_cell(metrics.get(f"shifted/{p}/{agg}/{corr}/{key}")) for p in profiles)] for agg, corr in rows
     ]
-    return _table(["aggregation", "correction", *profiles], body)
+    return markdown_table(["aggregation", "correction", *profiles], body)
 
 
 def split_table(metrics: dict, profiles: Sequence[str], prefix: str) -> str:
@@ -32,14 +33,14 @@ def split_table(metrics: dict, profiles: Sequence[str], prefix: str) -> str:
         [p, *(_cell(metrics.get(f"shifted/{p}/{prefix}/{c}"), c.startswith(("acc", "ece"))) for c in cols)]
         for p in profiles
     ]
-    return _table(["test profile", "acc %", "many %", "medium %", "few %", "ECE %", "NLL", "Brier"], body)
+    return markdown_table(["test profile", "acc %", "many %", "medium %", "few %", "ECE %", "NLL", "Brier"], body)
 
 
 def weights_table(weights: dict[str, list[float]]) -> str:
     """The self-supervised expert weights found on each test profile."""
     k = len(next(iter(weights.values()), []))
     body = [[p, *(f"{w:.3f}" for w in ws)] for p, ws in weights.items()]
-    return _table(["test profile", *(f"expert{i + 1}" for i in range(k))], body)
+    return markdown_table(["test profile", *(f"expert{i + 1}" for i in range(k))], body)
 
 
 def calibration_table(calibration: dict[str, dict[str, float]]) -> str:
@@ -51,4 +52,4 @@ def calibration_table(calibration: dict[str, dict[str, float]]) -> str:
             pct = key.endswith("ece")
             row.append(f"{_cell(s[key], pct)} -> {_cell(s[f'{key}_scaled'], pct)}")
         body.append(row)
-    return _table(["head", "T (val)", "ECE %", "classwise ECE %", "NLL", "Brier"], body)
+    return markdown_table(["head", "T (val)", "ECE %", "classwise ECE %", "NLL", "Brier"], body)

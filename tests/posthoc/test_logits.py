@@ -6,7 +6,7 @@ import torch
 
 from datagen import write_image_folder
 from ecl_lightning.data import CIFARLTDataModule, ImageFolderDataModule, ImageNetLTDataModule
-from ecl_lightning.evaluation.logits import views_loader
+from ecl_lightning.posthoc.logits import views_loader
 
 
 def _check_views(dm, shape):

@@ -11,7 +11,7 @@ import torch
 
 from ecl_lightning.config import ConfigError
 from ecl_lightning.evaluate import evaluate
-from ecl_lightning.evaluation import protocol
+from ecl_lightning.posthoc import shifted_eval
 from helpers import compose_cfg
 
 FAST = ["trainer.enable_progress_bar=false", "shifted.ratios=[5,2]", "selfsup.batch_size=16"]
@@ -71,7 +71,7 @@ def test_shifted_protocol_refuses_bad_input_before_running_the_network(trained_r
     def never(*args, **kwargs):
         raise AssertionError("the network ran before the check")
 
-    monkeypatch.setattr(protocol, "collect_logits", never)
+    monkeypatch.setattr(shifted_eval, "collect_logits", never)
     cases = {
         "shifted.ratios=[50]": "forward50 gives class .* 0 test images",
         "shifted.n_max=11": "needs 11 test images of class 0 but the test split holds 10",
@@ -152,7 +152,11 @@ def _spy(monkeypatch) -> dict:
     """Record what selfsup reads: the images loaded while view logits are collected (`during_views`: test and train
     indices), the datamodule, the view logits and every fit_selfsup_weights call."""
     seen = {"during_views": {"test": [], "train": []}, "views": [], "fits": [], "dm": None, "collecting": False}
-    real_run, real_views, real_fit = protocol.run_shifted, protocol.collect_view_logits, protocol.fit_selfsup_weights
+    real_run, real_views, real_fit = (
+        shifted_eval.run_shifted,
+        shifted_eval.collect_view_logits,
+        shifted_eval.fit_selfsup_weights,
+    )
 
     def run_shifted(cfg, model, datamodule, *args):
         datamodule.setup("test")
@@ -184,9 +188,9 @@ def _spy(monkeypatch) -> dict:
         seen["fits"].append((view1, view2, kwargs, w))
         return w
 
-    monkeypatch.setattr(protocol, "run_shifted", run_shifted)
-    monkeypatch.setattr(protocol, "collect_view_logits", collect_view_logits)
-    monkeypatch.setattr(protocol, "fit_selfsup_weights", fit)
+    monkeypatch.setattr(shifted_eval, "run_shifted", run_shifted)
+    monkeypatch.setattr(shifted_eval, "collect_view_logits", collect_view_logits)
+    monkeypatch.setattr(shifted_eval, "fit_selfsup_weights", fit)
     return seen
 
 

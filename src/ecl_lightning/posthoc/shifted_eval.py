@@ -22,22 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.evaluation.aggregate import AGGREGATIONS, aggregate, fit_selfsup_weights
-from ecl_lightning.evaluation.calibration import (
+from ecl_lightning.heads import Heads, expert_number
+from ecl_lightning.metrics import LongTailMetrics
+from ecl_lightning.outputs import write_json
+from ecl_lightning.posthoc.aggregate import AGGREGATIONS, aggregate, fit_selfsup_weights
+from ecl_lightning.posthoc.calibration import (
     brier_score,
     calibration_scores,
     fit_bcts,
     fit_temperature,
     reliability_bins,
 )
-from ecl_lightning.evaluation.logits import SplitLogits, collect_logits, collect_view_logits, views_loader
-from ecl_lightning.evaluation.prior import em_prior, prior_correction
-from ecl_lightning.evaluation.resample import resample_to_profile
-from ecl_lightning.evaluation.shifted import default_n_max, profile_counts, shifted_subsets
-from ecl_lightning.evaluation.tables import accuracy_table, calibration_table, split_table, weights_table
-from ecl_lightning.heads import Heads, expert_number
-from ecl_lightning.metrics import LongTailMetrics
-from ecl_lightning.outputs import write_json
+from ecl_lightning.posthoc.logits import SplitLogits, collect_logits, collect_view_logits, views_loader
+from ecl_lightning.posthoc.prior import em_prior, prior_correction
+from ecl_lightning.posthoc.resample import resample_to_profile
+from ecl_lightning.posthoc.shifted import default_n_max, profile_counts, shifted_subsets
+from ecl_lightning.posthoc.tables import accuracy_table, calibration_table, split_table, weights_table
 
 if TYPE_CHECKING:
     from ecl_lightning.data.protocol import LongTailData
@@ -71,7 +71,7 @@ class ShiftedOptions:
     n_max: int | None
     aggregations: list[str]
     corrections: list[str]
-    tau: float
+    correction_tau: float
     selfsup: dict
     calibrate: bool
     tuning_data: tuple[str, ...] = ("test",)
@@ -137,7 +137,7 @@ def check_options(cfg: DictConfig, model, datamodule: LongTailData) -> ShiftedOp
         n_max=None if shifted.get("n_max") is None else int(shifted.n_max),
         aggregations=aggregations,
         corrections=corrections,
-        tau=float(cfg.get("tau", 1.0)),
+        correction_tau=float(cfg.get("correction_tau", 1.0)),
         selfsup=selfsup,
         calibrate=has_val if calibrate is None else bool(calibrate),
         tuning_data=tuning_data,
@@ -327,7 +327,7 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
                 if corr == "none":
                     zc = z
                 elif corr == "known":
-                    zc = prior_correction(z, prior.float(), opts.tau)
+                    zc = prior_correction(z, prior.float(), opts.correction_tau)
                 else:
                     kind = EM_CALIBRATIONS[corr]
                     zcal = z
@@ -340,7 +340,7 @@ def run_shifted(cfg: DictConfig, model, datamodule: LongTailData, output_dir: Pa
                         metrics[f"shifted/{name}/{agg}/{corr}_temperature"] = t
                     estimate = em_prior(zcal, max_iter=opts.em_max_iter, tol=opts.em_tol)
                     metrics[f"shifted/{name}/{agg}/{corr}_prior_l1"] = float((estimate.double() - prior).abs().sum())
-                    zc = prior_correction(zcal, estimate, opts.tau)
+                    zc = prior_correction(zcal, estimate, opts.correction_tau)
                 for key, value in scores(zc, y, class_counts, eval_cfg).items():
                     metrics[f"shifted/{name}/{agg}/{corr}/{key}"] = value
         per_expert = expert_logits(part, heads)
@@ -427,7 +427,7 @@ def _write_outputs(
     write_json(output_dir / "metrics.json", metrics)
     first = opts.aggregations[0]
     sections = [
-        f"# Shifted test priors: {Path(cfg.ckpt_path).name}, heads={cfg.heads}, tau={opts.tau:g}",
+        f"# Shifted test priors: {Path(cfg.ckpt_path).name}, heads={cfg.heads}, correction_tau={opts.correction_tau:g}",
         "Test accuracy (%, all samples, as SADE reports it) per test class distribution; the class order is the "
         "training counts' (forward: head classes most frequent).",
         accuracy_table(metrics, profiles, rows),

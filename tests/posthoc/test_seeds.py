@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from ecl_lightning.evaluation.seeds import layout, parse_rows
+from ecl_lightning.posthoc.seeds import layout, parse_rows
 from ecl_lightning.report import main
 
 PROFILES = ("backward2", "forward2", "uniform")  # stored out of order on purpose

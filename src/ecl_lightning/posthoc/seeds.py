@@ -15,9 +15,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from ecl_lightning.evaluation.protocol import CORRECTIONS
-from ecl_lightning.evaluation.shifted import signed_imbalance
-from ecl_lightning.evaluation.tables import _table
+from ecl_lightning.posthoc.shifted import signed_imbalance
+from ecl_lightning.posthoc.shifted_eval import CORRECTIONS
+from ecl_lightning.posthoc.tables import markdown_table
 
 AGGREGATION_ORDER = ("mean_logits", "mean_probs", "product", "label+dist", "selfsup@test", "selfsup@train_resampled")
 CALIBRATION_KEYS = ("ece", "classwise_ece", "nll", "brier")
@@ -116,7 +116,7 @@ def accuracy_markdown(groups: dict[str, list[dict]], profiles, rows) -> str:
         for (label, agg, corr), cells in stats.items()
         if any(s is not None for s in cells)
     ]
-    return _table(["config", "aggregation", "correction", "seeds", *profiles], body)
+    return markdown_table(["config", "aggregation", "correction", "seeds", *profiles], body)
 
 
 def selfsup_rows(metrics: dict[str, float]) -> list[str]:
@@ -138,7 +138,7 @@ def weights_markdown(groups: dict[str, list[dict]], profiles: Sequence[str]) -> 
     if not body:
         return None
     k = len(body[0]) - 3
-    return _table(["config", "aggregation", "test profile", *(f"expert{i + 1}" for i in range(k))], body)
+    return markdown_table(["config", "aggregation", "test profile", *(f"expert{i + 1}" for i in range(k))], body)
 
 
 def settings_markdown(groups: dict[str, list[dict]]) -> str | None:
@@ -154,7 +154,7 @@ def settings_markdown(groups: dict[str, list[dict]]) -> str | None:
             body.append([label, agg, SELFSUP_DATA.get(agg, "?"), *cells])
     if not body:
         return None
-    return _table(["config", "aggregation", "weights", *SELFSUP_SETTINGS], body)
+    return markdown_table(["config", "aggregation", "weights", *SELFSUP_SETTINGS], body)
 
 
 def calibration_markdown(groups: dict[str, list[dict]]) -> str | None:
@@ -174,7 +174,7 @@ def calibration_markdown(groups: dict[str, list[dict]]) -> str | None:
             body.append(row)
     if not body:
         return None
-    return _table(["config", "head", "T (val)", "ECE %", "classwise ECE %", "NLL", "Brier"], body)
+    return markdown_table(["config", "head", "T (val)", "ECE %", "classwise ECE %", "NLL", "Brier"], body)
 
 
 def shifted_report(groups: dict[str, list[dict]], rows: Sequence[str] | None = None, plot: Path | None = None) -> str:

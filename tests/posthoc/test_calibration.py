@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecl_lightning.evaluation.calibration import brier_score, classwise_ece, ece, fit_temperature, nll
+from ecl_lightning.posthoc.calibration import brier_score, classwise_ece, ece, fit_temperature, nll
 
 
 def test_temperature_fitted_on_val_lowers_the_nll_of_held_out_logits():

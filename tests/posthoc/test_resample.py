@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.evaluation.aggregate import fit_selfsup_weights
-from ecl_lightning.evaluation.resample import resample_to_profile
-from ecl_lightning.evaluation.shifted import profile_counts
+from ecl_lightning.posthoc.aggregate import fit_selfsup_weights
+from ecl_lightning.posthoc.resample import resample_to_profile
+from ecl_lightning.posthoc.shifted import profile_counts
 
 TRAIN_COUNTS = [40, 20, 10, 5, 2]  # long-tailed, class 0 the head
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ecl_lightning.evaluation.calibration import fit_bcts, fit_temperature
-from ecl_lightning.evaluation.prior import em_prior, prior_correction
+from ecl_lightning.posthoc.calibration import fit_bcts, fit_temperature
+from ecl_lightning.posthoc.prior import em_prior, prior_correction
 
 C = 5
 
@@ -92,7 +92,7 @@ def test_calibrated_em_without_a_val_split_is_refused_and_left_out_of_the_defaul
     from omegaconf import OmegaConf
 
     from ecl_lightning.config import ConfigError
-    from ecl_lightning.evaluation.protocol import check_options
+    from ecl_lightning.posthoc.shifted_eval import check_options
 
     model = SimpleNamespace(net=SimpleNamespace(dist_heads=None), num_experts=3)
     no_val = SimpleNamespace(val_set=None, name="cifar100_lt")

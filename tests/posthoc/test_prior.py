@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ecl_lightning.evaluation.prior import em_prior, prior_correction
+from ecl_lightning.posthoc.prior import em_prior, prior_correction
 
 
 def test_a_uniform_model_under_a_known_prior_predicts_the_prior():
