@@ -35,7 +35,7 @@ from ecl_lightning.outputs import save_resolved_config, write_json, write_test_o
 from ecl_lightning.validate import check_config
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
     from ecl_lightning.module import ECLModule
 
 log = logging.getLogger("ecl_lightning")

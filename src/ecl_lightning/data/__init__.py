@@ -20,7 +20,7 @@ from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-from ecl_lightning.data.protocol import LongTailData
+from ecl_lightning.data.interface import LongTailData
 from ecl_lightning.data.transforms.recipes import (
     Cutout,
     cifar_transforms,

@@ -39,7 +39,7 @@ from ecl_lightning.metrics import LongTailMetrics
 from ecl_lightning.outputs import write_json
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 

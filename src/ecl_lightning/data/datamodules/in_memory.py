@@ -19,7 +19,7 @@ class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
     """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
 
     Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`,
-    `transforms`, `_gpu_transforms` and `input_spec` (the rest of the LongTailData interface, data/protocol.py).
+    `transforms`, `_gpu_transforms` and `input_spec` (the rest of the LongTailData interface, data/interface.py).
 
     With `gpu_augment`, the train loader yields (uint8 images, y) and `on_after_batch_transfer` builds the two views
     batched on the device during training, so workers only index and collate.
