@@ -1,11 +1,13 @@
-"""Typed, validated views of the model's config groups, so a wrong key or value fails before any data is loaded."""
+"""Typed, validated views of the config groups (the model's sub-groups, the options every DataModule takes), so a wrong
+key or value fails before any data is loaded."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +170,56 @@ def from_dict(cls, values: dict | None, prefix: str):
     for key, value in values.items():
         check_type(f"{prefix}.{key}", value, hints[key])
     return cls(**values)
+
+
+def parameter_types(target: Callable) -> tuple[dict[str, Any], bool]:
+    """({parameter: annotation} of a function or a class's __init__, Any where none can be evaluated; *args and
+    **kwargs left out), and whether it takes **kwargs."""
+    params = inspect.signature(target).parameters
+    try:
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
+    except Exception:  # an annotation we cannot evaluate: names only
+        hints = {}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    annotations = {name: hints.get(name, Any) for name, p in params.items() if p.kind not in variadic}
+    return annotations, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def field_types(cls) -> dict[str, Any]:
+    """{field: annotation} of a dataclass, in field order."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# ---- data: the options every DataModule takes (data.<key>, flat beside the DataModule's own keys) ----------------
+@dataclass
+class DataOptions:
+    """The loader and augmentation options of every DataModule (data/datamodules/base.py stores them as attributes)."""
+
+    batch_size: int = 128  # training batch; every training batch is full (drop_last)
+    eval_batch_size: int | None = None  # validation and test batch; null: batch_size
+    num_workers: int = 2
+    pin_memory: bool = False
+    persistent_workers: bool = True  # only with num_workers > 0
+    augment: bool = True  # false: the training views are the eval transform
+
+
+@dataclass
+class InMemoryOptions(DataOptions):
+    """The options of the in-memory datasets (Fashion-MNIST-LT, CIFAR-LT): the long-tail profile, download, and the
+    training views built on the device."""
+
+    imbalance_factor: float = 100.0  # n_max / n_min of the profile n_i = n_max * IF^(-i/(C-1))
+    n_max: int | None = None  # images of the head class; null: the dataset's default
+    download: bool = False  # fetch the files (torchvision) when they are missing
+    gpu_augment: bool = False  # the loader yields uint8 images; the two views are built batched on the device
+
+
+@dataclass
+class SplitFileOptions(DataOptions):
+    """The options of the split-file benchmarks (ImageNet-LT, Places-LT, iNat 2018): more workers to decode JPEGs."""
+
+    num_workers: int = 8
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ecl_lightning.plan import plan_checkpoint
 from ecl_lightning.validate import check_config
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 

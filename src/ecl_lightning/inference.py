@@ -50,7 +50,7 @@ def load_for_inference(cfg: DictConfig) -> LoadedModel:
     datamodule = instantiate(run.data)
     if not hasattr(datamodule, "input_spec"):
         raise ConfigError(
-            f"{type(datamodule).__name__} does not say what input its models expect (input_spec, data/protocol.py)"
+            f"{type(datamodule).__name__} does not say what input its models expect (input_spec, data/interface.py)"
         )
     spec = datamodule.input_spec()
     if spec.channels != model.hparams.get("in_chans", 3):

@@ -30,7 +30,7 @@ from ecl_lightning.loggers import check_logger_packages
 from ecl_lightning.validate import check_config
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
     from ecl_lightning.module import ECLModule
 
 log = logging.getLogger("ecl_lightning")

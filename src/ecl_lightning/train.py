@@ -35,7 +35,7 @@ from ecl_lightning.plan import (
 )
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
     from ecl_lightning.module import ECLModule
 
 log = logging.getLogger("ecl_lightning")

@@ -3,7 +3,6 @@ groups gets its type (from the annotations of what it builds) and range checked,
 
 from __future__ import annotations
 
-import inspect
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from ecl_lightning.config import (
     ScheduleConfig,
     check_type,
     from_dict,
+    parameter_types,
 )
 
 # Model sub-groups and the dataclass that types each (the module builds them with `from_dict`).
@@ -32,7 +32,8 @@ MODEL_GROUPS = {
     "eval": EvalConfig,
 }
 
-# Lower bounds of the data keys (when the DataModule takes them); the types come from its __init__ annotations.
+# Lower bounds of the data keys (when the DataModule takes them); the types come from its config_keys() (its __init__
+# and options dataclass annotations).
 DATA_MINIMUM = {
     "batch_size": 1,
     "eval_batch_size": 1,
@@ -99,25 +100,24 @@ def _minimum(key: str, value: Any, low: float | None) -> None:
         raise ConfigError(f"{key}={value!r} must be >= {low}")
 
 
+def check_keys(group: str, values: dict, owner: str, keys: dict[str, Any], takes_any: bool = False) -> None:
+    """Every key of `values` is one of `keys` ({key: annotation}; any other key passes when `takes_any`), of its
+    annotated type; an unknown key names `owner` and every valid key."""
+    for key, value in values.items():
+        if key in _BUILT_BY_CODE:
+            continue
+        if key not in keys:
+            if takes_any:
+                continue
+            raise ConfigError(f"unknown key {group}.{key} for {owner}; valid keys: {sorted(keys)}")
+        check_type(f"{group}.{key}", value, keys[key])
+
+
 def check_signature_keys(group: str, values: dict, target: Callable, skip: tuple[str, ...] = ()) -> None:
     """Every key of a `_target_` group is a parameter of the target (a class's __init__, or a function), of the
     annotated type."""
-    params = inspect.signature(target).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    try:
-        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
-    except Exception:  # an annotation we cannot evaluate: check names only
-        hints = {}
-    for key, value in values.items():
-        if key in _BUILT_BY_CODE or key in skip:
-            continue
-        if key not in params:
-            if takes_any:
-                continue
-            valid = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
-            raise ConfigError(f"unknown key {group}.{key} for {target.__name__}; valid keys: {valid}")
-        if key in hints:
-            check_type(f"{group}.{key}", value, hints[key])
+    keys, takes_any = parameter_types(target)
+    check_keys(group, {k: v for k, v in values.items() if k not in skip}, target.__name__, keys, takes_any)
 
 
 def _target(group: str, values: dict) -> type | None:
@@ -131,10 +131,13 @@ def _target(group: str, values: dict) -> type | None:
 
 
 def check_data(cfg: DictConfig) -> None:
-    """data.*: the DataModule's parameters, their types and lower bounds (batch_size >= 1, num_workers >= 0...)."""
+    """data.*: the DataModule's keys (its own parameters and, for the package's DataModules, the fields of its
+    options dataclass), their types and lower bounds (batch_size >= 1, num_workers >= 0...)."""
     values = _plain(cfg, "data")
     target = _target("data", values)
-    if target is not None:
+    if hasattr(target, "config_keys"):  # a BaseDataModule: own parameters + options (data/datamodules/base.py)
+        check_keys("data", values, target.__name__, target.config_keys())
+    elif target is not None:
         check_signature_keys("data", values, target)
     for key, low in DATA_MINIMUM.items():
         if values.get(key) is not None:

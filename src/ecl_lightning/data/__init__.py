@@ -1,9 +1,10 @@
 """Long-tailed datasets: the profile, one DataModule per dataset family, and their transforms."""
 
+from ecl_lightning.data.datamodules.base import BaseDataModule
 from ecl_lightning.data.datamodules.cifar import CIFARLTDataModule
 from ecl_lightning.data.datamodules.fmnist import FashionMNISTLTDataModule
 from ecl_lightning.data.datamodules.image_folder import ImageFolderDataModule
-from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import InMemoryDataModule
 from ecl_lightning.data.datamodules.split_file import (
     ImageNetLTDataModule,
     INaturalist2018DataModule,
@@ -19,8 +20,8 @@ from ecl_lightning.data.datasets.split_file import parse_split_json, parse_split
 from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
+from ecl_lightning.data.interface import LongTailData
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
-from ecl_lightning.data.protocol import LongTailData
 from ecl_lightning.data.transforms.gpu import Cutout
 from ecl_lightning.data.transforms.recipes import (
     cifar_transforms,
@@ -31,6 +32,7 @@ from ecl_lightning.data.transforms.recipes import (
 )
 
 __all__ = [
+    "BaseDataModule",
     "CIFARLTDataModule",
     "Cutout",
     "DatasetFormatError",
@@ -42,9 +44,9 @@ __all__ = [
     "ImageFileDataset",
     "ImageFolderDataModule",
     "ImageNetLTDataModule",
+    "InMemoryDataModule",
     "InputSpec",
     "LongTailData",
-    "LongTailDataModule",
     "PlacesLTDataModule",
     "SplitFileDataModule",
     "TwoViews",

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .experts import MultiExpertNet
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ecl_lightning.data.datamodules.loaders import make_loader
 from ecl_lightning.data.datasets.views import ImageDataset, TwoViews
-from ecl_lightning.data.protocol import LongTailData
+from ecl_lightning.data.interface import LongTailData
 
 
 @dataclass

@@ -40,7 +40,7 @@ from ecl_lightning.posthoc.shifted import default_n_max, profile_counts, shifted
 from ecl_lightning.posthoc.tables import accuracy_table, calibration_table, split_table, weights_table
 
 if TYPE_CHECKING:
-    from ecl_lightning.data.protocol import LongTailData
+    from ecl_lightning.data.interface import LongTailData
 
 log = logging.getLogger("ecl_lightning")
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import InMemoryDataModule
 from ecl_lightning.data.datasets.cifar_pickle import read_cifar_batch
 from ecl_lightning.data.errors import DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
@@ -33,45 +34,19 @@ LAYOUTS = {
 }
 
 
-class CIFARLTDataModule(LongTailDataModule):
+class CIFARLTDataModule(InMemoryDataModule):
     """CIFAR-10-LT / CIFAR-100-LT (num_classes 10 or 100); no val split: report the last epoch (docs/method.md 5)."""
 
     has_val = False
     in_chans = 3
 
-    def __init__(
-        self,
-        data_dir: str,
-        num_classes: int = 10,
-        batch_size: int = 128,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        imbalance_factor: float = 100.0,
-        n_max: int | None = None,
-        download: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        augment: bool = True,
-        gpu_augment: bool = False,
-    ) -> None:
+    def __init__(self, data_dir: str, num_classes: int = 10, **options: Any) -> None:
         if num_classes not in LAYOUTS:
             raise ConfigError(f"data.num_classes must be 10 or 100 for CIFAR, got {num_classes}")
         self.num_classes = num_classes
         self.name = f"cifar{num_classes}_lt"
         self.default_n_max = 5000 if num_classes == 10 else 500
-        super().__init__(
-            data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            imbalance_factor=imbalance_factor,
-            n_max=n_max,
-            download=download,
-            persistent_workers=persistent_workers,
-            eval_batch_size=eval_batch_size,
-            augment=augment,
-            gpu_augment=gpu_augment,
-        )
+        super().__init__(data_dir, **options)
 
     def search_dirs(self) -> list[Path]:
         """Directories searched, in order: torchvision's folder inside data_dir, then data_dir itself."""

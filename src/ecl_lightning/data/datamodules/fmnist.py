@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ecl_lightning.data.datamodules.in_memory import LongTailDataModule
+from ecl_lightning.data.datamodules.in_memory import InMemoryDataModule
 from ecl_lightning.data.datasets.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from ecl_lightning.data.errors import DatasetFormatError, DatasetNotFoundError
 from ecl_lightning.data.input_spec import InputSpec
@@ -36,7 +37,7 @@ def _read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nd
     return images[:, None], labels  # (N, 1, 28, 28)
 
 
-class FashionMNISTLTDataModule(LongTailDataModule):
+class FashionMNISTLTDataModule(InMemoryDataModule):
     """Fashion-MNIST-LT: counts n_max ... n_max/IF (600 ... 6 by default), val from unused train images."""
 
     name = "fmnist_lt"
@@ -45,35 +46,9 @@ class FashionMNISTLTDataModule(LongTailDataModule):
     has_val = True
     default_n_max = 600
 
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 128,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        imbalance_factor: float = 100.0,
-        n_max: int = 600,
-        download: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        augment: bool = True,
-        val_per_class: int = 100,
-        gpu_augment: bool = False,
-    ) -> None:
-        super().__init__(
-            data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            imbalance_factor=imbalance_factor,
-            n_max=n_max,
-            download=download,
-            persistent_workers=persistent_workers,
-            eval_batch_size=eval_batch_size,
-            augment=augment,
-            val_per_class=val_per_class,
-            gpu_augment=gpu_augment,
-        )
+    def __init__(self, data_dir: str, val_per_class: int = 100, **options: Any) -> None:
+        self.val_per_class = val_per_class
+        super().__init__(data_dir, **options)
 
     def search_dirs(self) -> list[Path]:
         """Searched in order: data_dir, torchvision's layout inside it, the system package dirs."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import numpy as np
 from torch import nn
 
 from ecl_lightning.config import ConfigError
-from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.data.datamodules.base import BaseDataModule
 from ecl_lightning.data.datasets.class_folders import class_folder_problems, scan_class_folders
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
 from ecl_lightning.data.datasets.views import TwoViews
@@ -43,7 +43,7 @@ SPLITS = ("train", "val", "test")
 MAX_SHOWN = 10  # problems quoted per kind in the error
 
 
-class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
+class ImageFolderDataModule(BaseDataModule):
     """A long-tailed (or, with `imbalance_factor`, made long-tailed) data set given as a folder of class folders.
 
     `channels` 1 decodes every image as grey (L), 3 as RGB. `preset` sets the image size and the augmentation
@@ -68,14 +68,9 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
         imbalance_factor: float | None = None,
         n_max: int | None = None,
         verify_images: bool = False,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        augment: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**options)
         if preset not in PRESETS:
             raise ConfigError(f"data.preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if channels not in (1, 3):
@@ -106,12 +101,6 @@ class ImageFolderDataModule(DataLoadersMixin, L.LightningDataModule):
         self.imbalance_factor = float(imbalance_factor) if imbalance_factor is not None else None
         self.n_max = int(n_max) if n_max is not None else None
         self.verify_images = verify_images
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.augment = augment
         self.split_layout = (self.root / "train").is_dir()
         self.has_val = (self.split_layout and (self.root / "val").is_dir()) or self.val_per_class > 0
         self._scanned = None

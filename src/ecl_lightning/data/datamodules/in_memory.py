@@ -1,64 +1,46 @@
-"""The long-tail DataModule base: in-memory uint8 images, LT subset, two-view train set, loaders."""
+"""The in-memory DataModule base: uint8 image arrays, LT subset, two-view train set (loaders: base.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
-from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.config import InMemoryOptions
+from ecl_lightning.data.datamodules.base import BaseDataModule
 from ecl_lightning.data.datasets.array import ImageArrayDataset
 from ecl_lightning.data.datasets.views import TwoViews
 from ecl_lightning.data.longtail import balanced_holdout_indices, longtail_counts, select_longtail_indices
 
 
-class LongTailDataModule(DataLoadersMixin, L.LightningDataModule):
-    """Shared base: holds uint8 image arrays + targets, builds the LT subset, two-view train dataset, loaders.
+class InMemoryDataModule(BaseDataModule):
+    """Base of the datasets read whole into memory: holds uint8 image arrays + targets, builds the LT subset and the
+    two-view train dataset; its options (config.InMemoryOptions) add the long-tail profile, download and gpu_augment.
 
-    Subclasses set `name`, `num_classes`, `has_val` and implement `_find_files`, `_download`, `_load_arrays`,
-    `transforms`, `_gpu_transforms` and `input_spec` (the rest of the LongTailData interface, data/protocol.py).
+    Subclasses set `name`, `num_classes`, `has_val` (and `val_per_class`, its images per class, with a val split) and
+    implement `_find_files`, `_download`, `_load_arrays`, `transforms`, `_gpu_transforms` and `input_spec` (the rest
+    of the LongTailData interface, data/interface.py).
 
     With `gpu_augment`, the train loader yields (uint8 images, y) and `on_after_batch_transfer` builds the two views
     batched on the device during training, so workers only index and collate.
     """
 
+    options_type = InMemoryOptions
     name: str = "longtail"
     num_classes: int
     in_chans: int = 3
     has_val: bool = False
+    val_per_class: int = 0
     default_n_max: int = 500
 
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 128,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        imbalance_factor: float = 100.0,
-        n_max: int | None = None,
-        download: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        augment: bool = True,
-        val_per_class: int = 0,
-        gpu_augment: bool = False,
-    ) -> None:
-        super().__init__()
+    def __init__(self, data_dir: str, **options: Any) -> None:
+        super().__init__(**options)
         self.data_dir = Path(data_dir).expanduser()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.imbalance_factor = float(imbalance_factor)
-        self.n_max = int(n_max) if n_max is not None else self.default_n_max
-        self.download = download
-        self.augment = augment
-        self.gpu_augment = gpu_augment
-        self.val_per_class = val_per_class if self.has_val else 0
+        self.imbalance_factor = float(self.imbalance_factor)
+        self.n_max = int(self.n_max) if self.n_max is not None else self.default_n_max
         # Fail on a bad profile at construction, not after loading the data.
         self._counts = longtail_counts(self.n_max, self.num_classes, self.imbalance_factor)
         self._ready = False

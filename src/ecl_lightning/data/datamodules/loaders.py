@@ -1,12 +1,11 @@
-"""The DataLoaders of every DataModule (`DataLoadersMixin`), and the unpadded distributed sampler that keeps DDP
-evaluation exact."""
+"""The DataLoader of every DataModule (`make_loader`, used by base.py and the evaluation protocols), and the unpadded
+distributed sampler that keeps DDP evaluation exact."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sized
 from typing import TYPE_CHECKING
 
-import numpy as np
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 if TYPE_CHECKING:
@@ -66,49 +65,3 @@ def make_loader(
         persistent_workers=persistent_workers and num_workers > 0,
         collate_fn=collate_fn,
     )
-
-
-class DataLoadersMixin:
-    """train/val/test_dataloader for a LightningDataModule that, after `setup()`, holds `train_set`, `val_set`
-    (None when the dataset has no val split) and `test_set`, and the attributes `batch_size`, `eval_batch_size`,
-    `num_workers`, `pin_memory`, `persistent_workers`; and the training class counts every DataModule reports."""
-
-    @property
-    def class_counts(self) -> list[int]:
-        """Training images per class of the (long-tailed) train set, after any val split (sets up lazily)."""
-        self.setup()
-        return np.bincount(self.train_set.targets.numpy(), minlength=self.num_classes).tolist()
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return make_loader(
-            dataset,
-            batch_size,
-            train=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            trainer=self.trainer,
-            collate_fn=getattr(dataset, "collate_fn", None),  # a dataset that batches its own way says so
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (x1, x2, y) batches; drop_last keeps every batch full (the MoCo queue needs it)."""
-        self.setup()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"the train set has {len(self.train_set)} images, fewer than data.batch_size={self.batch_size}; "
-                "with drop_last=True an epoch would be empty"
-            )
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """(x, y) batches of the val split; [] when the dataset has none (CIFAR-LT; iNat, whose val is its test)."""
-        self.setup()
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """(x, y) batches of the balanced test split."""
-        self.setup()
-        return self._loader(self.test_set, self.eval_batch_size, train=False)

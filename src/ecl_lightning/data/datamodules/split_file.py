@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ecl_lightning.config import ConfigError
-from ecl_lightning.data.datamodules.loaders import DataLoadersMixin
+from ecl_lightning.config import ConfigError, SplitFileOptions
+from ecl_lightning.data.datamodules.base import BaseDataModule
 from ecl_lightning.data.datasets.encoded import DECODE_CHOICES, EncodedBatch, EncodedImageDataset, decode_batch
 from ecl_lightning.data.datasets.image_files import ImageFileDataset
 from ecl_lightning.data.datasets.split_file import (
@@ -45,7 +45,7 @@ DECODE_FIX = (
 )
 
 
-class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
+class SplitFileDataModule(BaseDataModule):
     """Shared base of the split-file benchmarks: images under `image_root`, one `path label` file per split.
 
     Subclasses set `name`, `default_num_classes`, `has_val`, `split_names` ({format: {split: file name}}),
@@ -58,6 +58,7 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
     the PIL datasets either way.
     """
 
+    options_type = SplitFileOptions
     name: str = "splitfile"
     default_num_classes: int
     in_chans: int = 3
@@ -72,12 +73,6 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self,
         split_dir: str,
         image_root: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        augment: bool = True,
         image_size: int = 224,
         resize_size: int = 256,
         num_classes: int | None = None,
@@ -85,8 +80,9 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         split_format: str = "auto",
         check_headers: bool = True,
         decode: str = "pil",
+        **options: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**options)
         if decode not in DECODE_CHOICES:
             raise ConfigError(
                 f"data.decode must be one of {DECODE_CHOICES} (pil: decode and augment in the loader workers; bytes: "
@@ -95,12 +91,6 @@ class SplitFileDataModule(DataLoadersMixin, L.LightningDataModule):
         self.decode = decode
         self.split_dir = Path(split_dir).expanduser()
         self.image_root = Path(image_root).expanduser() if image_root is not None else self.split_dir
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.augment = augment
         self.image_size, self.resize_size = int(image_size), int(resize_size)
         self.num_classes = int(num_classes) if num_classes is not None else self.default_num_classes
         self.verify_images = verify_images

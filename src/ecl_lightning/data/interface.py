@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class LongTailData(Protocol):
-    """What train.py, evaluate.py, inference.py (predict, export), module.py and evaluation/ use of a DataModule,
+    """What train.py, evaluate.py, inference.py (predict, export), module.py and posthoc/ use of a DataModule,
     besides Lightning's own hooks (prepare_data, on_after_batch_transfer...). Every DataModule of the package is a
-    LightningDataModule that satisfies it (tests/data/test_datamodule_protocol.py). Optional, read with getattr:
+    BaseDataModule (datamodules/base.py, a LightningDataModule) that satisfies it
+    (tests/data/test_datamodule_interface.py). Optional, read with getattr:
     `class_names` (image folders), stored in the checkpoint for predict and export.
     """
 

@@ -1,4 +1,4 @@
-"""Every DataModule of the package gives the interface training and evaluation use (data/protocol.py)."""
+"""Every DataModule of the package gives the interface training and evaluation use (data/interface.py)."""
 
 import copy
 import importlib
