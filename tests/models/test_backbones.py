@@ -3,6 +3,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ecl_lightning.config import ConfigError
 from ecl_lightning.models import BACKBONES, Trunk, build_trunk
 
 
@@ -82,13 +83,18 @@ def test_pretrained_path_loads_state_dict(tmp_path):
 def test_pretrained_path_wrong_arch_errors(tmp_path):
     path = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
-    with pytest.raises(RuntimeError, match="r50.pth"):
+    with pytest.raises(
+        ConfigError, match=r"pretrained_path=.*r50.pth is not a torchvision state_dict of resnext50_32x4d"
+    ):
         build_trunk("resnext50_32x4d", pretrained_path=str(path))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="r50.pth cannot be read as a state_dict"):
+        build_trunk("resnet50", pretrained_path=str(path))
 
 
 def test_pretrained_path_missing_file_errors(tmp_path):
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(ConfigError, match="pretrained_path=.*nope.pth: no such file"):
         build_trunk("resnet50", pretrained_path=str(missing))
 
 

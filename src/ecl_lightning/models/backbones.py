@@ -10,6 +10,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from ecl_lightning.config import ConfigError
+
+# The config key of a local weights file for a backbone (torchvision here, timm in timm_backbones.py).
+PRETRAINED_KEY = "model.net.backbone_kwargs.pretrained_path"
+
 
 class Trunk(nn.Module):
     """A network split as stem -> stages -> pool, so that the first stages can be shared.
@@ -168,7 +173,7 @@ def _torchvision_trunk(
                 "stage_planes changes the torchvision architecture, so pretrained_path cannot load into it"
             )
     if pretrained_path is not None:
-        _load_torchvision_state(net, pretrained_path)
+        _load_torchvision_state(net, pretrained_path, arch)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     return Trunk(stem, [net.layer1, net.layer2, net.layer3, net.layer4], out_dim=out_dim)
 
@@ -193,13 +198,23 @@ def _rebuild_stages(net: torchvision.models.ResNet, planes: list[int]) -> int:
     return planes[-1] * block.expansion
 
 
-def _load_torchvision_state(net: nn.Module, path: str) -> None:
-    """Load a torchvision-format state_dict, strict on every key except fc.*."""
+def _load_torchvision_state(net: nn.Module, path: str, arch: str) -> None:
+    """Load a torchvision-format state_dict, strict on every key except fc.*; a file that is missing, unreadable or
+    of another architecture is a ConfigError naming the key (one line from the command line, as for timm)."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"pretrained_path {path!r} does not exist: give a torchvision-format state_dict file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        raise ConfigError(
+            f"{PRETRAINED_KEY}={path}: no such file; give a local torchvision-format state_dict of {arch} "
+            "(nothing is downloaded)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{PRETRAINED_KEY}={path} cannot be read as a state_dict ({cause})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{PRETRAINED_KEY}={path} holds a {type(state).__name__}, not a state_dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("fc.")}
@@ -207,10 +222,10 @@ def _load_torchvision_state(net: nn.Module, path: str) -> None:
     unexpected = sorted(state.keys() - expected.keys())
     mismatched = sorted(k for k in expected.keys() & state.keys() if state[k].shape != expected[k])
     if missing or unexpected or mismatched:
-        raise RuntimeError(
-            f"{path}: not a torchvision state_dict for this backbone: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-            f"{len(mismatched)} shape mismatches {mismatched[:3]}"
+        raise ConfigError(
+            f"{PRETRAINED_KEY}={path} is not a torchvision state_dict of {arch} with these backbone_kwargs: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+            f"{len(mismatched)} shape mismatches {mismatched[:3]}; give weights of this architecture"
         )
     net.load_state_dict(state, strict=False)  # strict on the trunk keys (checked above); fc stays at init
 

@@ -29,12 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from ecl_lightning.config import ConfigError
+from ecl_lightning.models.backbones import PRETRAINED_KEY
 
 from .backbones import Trunk
 
 log = logging.getLogger("ecl_lightning")
 
-PRETRAINED_KEY = "model.net.backbone_kwargs.pretrained_path"
 # timm.create_model arguments the package sets itself (from the data, or to get pooled features without a classifier).
 RESERVED_KWARGS = ("in_chans", "img_size", "num_classes", "pretrained", "pretrained_cfg_overlay", "features_only")
 
