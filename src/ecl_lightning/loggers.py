@@ -7,6 +7,7 @@ import csv
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -57,19 +58,34 @@ def _resumed_run_dirs(cfg: DictConfig) -> list[Path]:
     return places
 
 
+def _reuse_run_id(
+    cfg: DictConfig, logger: str, name: str, id_key: str, find: Callable[[Path], tuple[str | None, str]]
+) -> None:
+    """Without an explicit `logger.<logger>.<id_key>`, a resumed run (ckpt_path set) takes the run id that `find`
+    reads in this run directory, else in the run directory of the checkpoint resumed from. `find(run_dir)` gives
+    (the id or None, where it was, for the log)."""
+    node = (cfg.get("logger") or {}).get(logger)
+    if node is None or node.get(id_key) or not cfg.get("ckpt_path"):
+        return
+    for run_dir in _resumed_run_dirs(cfg):
+        run_id, where = find(run_dir)
+        if run_id:
+            log.info("Resuming %s run %s (%s).", name, run_id, where)
+            with open_dict(cfg):
+                node[id_key] = run_id
+            return
+
+
 def reuse_wandb_run_id(cfg: DictConfig) -> None:
     """A resumed run continues the same W&B run: without an explicit `logger.wandb.id`, take the id of the W&B run
     found in this run directory, else in the run directory of the checkpoint resumed from."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if wandb_cfg is None or wandb_cfg.get("id") or not cfg.get("ckpt_path"):
-        return
-    for run_dir in _resumed_run_dirs(cfg):
-        run_id = _latest_wandb_run_id(run_dir / "wandb")
-        if run_id:
-            log.info("Resuming W&B run %s (found in %s).", run_id, run_dir / "wandb")
-            with open_dict(cfg):
-                wandb_cfg.id = run_id
-            return
+    _reuse_run_id(
+        cfg,
+        "wandb",
+        "W&B",
+        "id",
+        lambda run_dir: (_latest_wandb_run_id(run_dir / "wandb"), f"found in {run_dir / 'wandb'}"),
+    )
 
 
 def _latest_wandb_run_id(wandb_dir: Path) -> str | None:
@@ -176,17 +192,12 @@ class MLFlowLogger(_LightningMLFlowLogger):
 def reuse_mlflow_run_id(cfg: DictConfig) -> None:
     """A resumed run continues the same MLflow run: without an explicit `logger.mlflow.run_id`, take the id
     recorded in this run directory, else in the run directory of the checkpoint resumed from."""
-    mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
-    if mlflow_cfg is None or mlflow_cfg.get("run_id") or not cfg.get("ckpt_path"):
-        return
-    for run_dir in _resumed_run_dirs(cfg):
+
+    def recorded(run_dir: Path) -> tuple[str | None, str]:
         record = run_dir / MLFLOW_RUN_ID_FILE
-        run_id = record.read_text().strip() if record.is_file() else ""
-        if run_id:
-            log.info("Resuming MLflow run %s (recorded in %s).", run_id, record)
-            with open_dict(cfg):
-                mlflow_cfg.run_id = run_id
-            return
+        return (record.read_text().strip() or None) if record.is_file() else None, f"recorded in {record}"
+
+    _reuse_run_id(cfg, "mlflow", "MLflow", "run_id", recorded)
 
 
 @rank_zero_only
